@@ -1,0 +1,53 @@
+"""Single source of truth for names the whole toolkit shares.
+
+The trait order, the metric names that make up the history keys, and the
+file names a training run writes all live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+# The Big Five in the fixed OCEAN order used by every array with a trait axis.
+TRAITS: tuple[str, ...] = (
+    "openness",
+    "conscientiousness",
+    "extraversion",
+    "agreeableness",
+    "neuroticism",
+)
+NUM_TRAITS = len(TRAITS)
+TRAIT_ABBREVIATIONS: tuple[str, ...] = ("O", "C", "E", "A", "N")
+
+# Overall (trait-averaged) metrics compiled into the model, besides the loss.
+OVERALL_METRICS: tuple[str, ...] = ("mae", "mse", "r_squared")
+# Per-trait metrics: one scalar Keras metric per (trait, statistic).
+PER_TRAIT_STATISTICS: tuple[str, ...] = ("mae", "mse", "r_squared")
+
+
+def per_trait_metric_name(trait: str, statistic: str) -> str:
+    """History key of one per-trait metric, e.g. ``openness_r_squared``."""
+    return f"{trait}_{statistic}"
+
+
+def history_metric_names() -> list[str]:
+    """Training-side history keys in a stable order (``val_`` twins excluded)."""
+    names = ["loss", *OVERALL_METRICS]
+    names += [per_trait_metric_name(t, s) for t in TRAITS for s in PER_TRAIT_STATISTICS]
+    return names
+
+
+# Files a training run writes into its output folder (the seed's names).
+MODEL_FILE = "personality_model_trained.h5"
+CHECKPOINT_FILE = "checkpoint_weights.h5"
+HISTORY_FILE = "training_history.npy"
+HISTORY_JSON_FILE = "training_history.json"
+TENSORBOARD_DIR = "tensorboard_logs"
+TRAINING_SUMMARY_FILE = "training_summary.json"
+
+# Default locations used when a script runs with no arguments.
+DEFAULT_DATA_DIR = "data_sample"
+DEFAULT_RESULTS_DIR = "results"
+STATIC_FEATURES_FILE = "static_features.npy"
+DYNAMIC_FEATURES_FILE = "dynamic_features.npy"
+LABELS_FILE = "labels.npy"
+VISUALIZATION_DIR = "training_visualizations"
+PREDICTION_ANALYSIS_DIR = "prediction_analysis"
