@@ -51,3 +51,14 @@ DYNAMIC_FEATURES_FILE = "dynamic_features.npy"
 LABELS_FILE = "labels.npy"
 VISUALIZATION_DIR = "training_visualizations"
 PREDICTION_ANALYSIS_DIR = "prediction_analysis"
+
+# Fusion variants of the model: the default and the ablations domain.md recommends.
+FUSION_MODES: tuple[str, ...] = (
+    "cross_attention",  # both directions (the model)
+    "static_to_dynamic",  # only static queries attend to dynamic tokens
+    "dynamic_to_static",  # only dynamic queries attend to static tokens
+    "concat",  # no attention: pooled projections concatenated
+    "static",  # static stream only
+    "dynamic",  # dynamic stream only
+)
+ATTENTION_DIRECTIONS: tuple[str, ...] = ("static_to_dynamic", "dynamic_to_static")

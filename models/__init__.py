@@ -1,0 +1,1 @@
+"""Model definitions (import pulls in Keras)."""

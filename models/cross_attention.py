@@ -1,0 +1,433 @@
+"""Bidirectional cross-attention fusion of static and dynamic video features.
+
+The design follows MulT (Tsai et al., 2019), as ``shared/docs/domain.md``
+describes it:
+
+* each stream is standardized by a frozen ``Normalization`` layer (the
+  statistics of the training split; the only non-trainable stage, standing in
+  for the frozen feature extractors that produced the features),
+* pooled ``(N, D)`` inputs are split into ``pooled_tokens`` feature-group
+  tokens, because attention over a single key is degenerate (softmax of one
+  score is always 1),
+* both streams are projected to a common ``width`` and get learned position
+  and stream-type embeddings,
+* static queries attend to dynamic keys/values and dynamic queries attend to
+  static keys/values, each block pre-norm with residuals and a feed-forward
+  sub-block, ``depth`` times,
+* each stream is mean-pooled, the two are concatenated and a dense head ends
+  in five sigmoid outputs (labels lie in [0, 1]).
+
+All custom layers are registered serializable, so a saved ``.h5`` or
+``.keras`` model loads with ``keras.models.load_model`` alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from utils.constants import ATTENTION_DIRECTIONS, FUSION_MODES, NUM_TRAITS
+
+PACKAGE = "personality"
+
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the fusion model, each with a sensible default."""
+
+    width: int = 64  # common token width both streams are projected to
+    num_heads: int = 4  # attention heads per cross-attention block
+    depth: int = 1  # stacked cross-attention blocks per direction
+    dropout: float = 0.1  # dropout in attention, feed-forward and head
+    ff_multiplier: int = 2  # feed-forward hidden width = ff_multiplier * width
+    head_units: int = 64  # hidden units of the dense head
+    pooled_tokens: int = 8  # tokens a pooled (N, D) vector is split into
+    fusion: str = "cross_attention"  # one of FUSION_MODES
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        for name in ("width", "num_heads", "depth", "ff_multiplier", "head_units"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.pooled_tokens < 2:
+            raise ValueError(f"pooled_tokens must be at least 2, got {self.pooled_tokens}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.width % self.num_heads:
+            raise ValueError(
+                f"width ({self.width}) must be a multiple of num_heads ({self.num_heads})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def uses_static(self) -> bool:
+        return self.fusion != "dynamic"
+
+    @property
+    def uses_dynamic(self) -> bool:
+        return self.fusion != "static"
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        if self.fusion == "cross_attention":
+            return ATTENTION_DIRECTIONS
+        if self.fusion in ATTENTION_DIRECTIONS:
+            return (self.fusion,)
+        return ()
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SplitIntoTokens(layers.Layer):
+    """``(batch, D)`` -> ``(batch, num_tokens, ceil(D / num_tokens))``.
+
+    The vector is zero-padded to a multiple of ``num_tokens`` and cut into
+    contiguous feature groups, one token each.
+    """
+
+    def __init__(self, num_tokens: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_tokens = int(num_tokens)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        dim = int(input_shape[-1])
+        return (input_shape[0], self.num_tokens, -(-dim // self.num_tokens))
+
+    def call(self, x: Any) -> Any:
+        dim = int(x.shape[-1])
+        group = -(-dim // self.num_tokens)
+        pad = group * self.num_tokens - dim
+        if pad:
+            x = ops.pad(x, [[0, 0], [0, pad]])
+        return ops.reshape(x, (-1, self.num_tokens, group))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_tokens": self.num_tokens}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TokenEmbedding(layers.Layer):
+    """Project tokens to ``width`` and add position and stream-type embeddings."""
+
+    def __init__(self, width: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.width = int(width)
+        self.projection = layers.Dense(self.width, name="projection")
+
+    def build(self, input_shape: tuple) -> None:
+        num_tokens = int(input_shape[1])
+        self.projection.build(input_shape)
+        self.position = self.add_weight(
+            name="position",
+            shape=(num_tokens, self.width),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+        self.stream_type = self.add_weight(
+            name="stream_type",
+            shape=(self.width,),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], self.width)
+
+    def call(self, x: Any) -> Any:
+        # (batch, tokens, features) -> (batch, tokens, width)
+        return self.projection(x) + self.position[None] + self.stream_type[None, None]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CrossAttentionBlock(layers.Layer):
+    """Pre-norm cross-attention: queries from one stream, keys/values from the other.
+
+    ``x = q + MHA(LN(q), LN(kv))``; ``x = x + FF(LN(x))``.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        ff_multiplier: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.width = int(width)
+        self.num_heads = int(num_heads)
+        self.dropout_rate = float(dropout)
+        self.ff_multiplier = int(ff_multiplier)
+        self.query_norm = layers.LayerNormalization(epsilon=1e-6, name="query_norm")
+        self.context_norm = layers.LayerNormalization(epsilon=1e-6, name="context_norm")
+        self.attention = layers.MultiHeadAttention(
+            num_heads=self.num_heads,
+            key_dim=self.width // self.num_heads,
+            dropout=self.dropout_rate,
+            name="attention",
+        )
+        self.ff_norm = layers.LayerNormalization(epsilon=1e-6, name="ff_norm")
+        self.ff_hidden = layers.Dense(self.width * self.ff_multiplier, activation="gelu", name="ff_hidden")
+        self.ff_out = layers.Dense(self.width, name="ff_out")
+        self.dropout = layers.Dropout(self.dropout_rate)
+
+    def build(self, query_shape: tuple, context_shape: tuple | None = None) -> None:
+        context_shape = query_shape if context_shape is None else context_shape
+        self.query_norm.build(query_shape)
+        self.context_norm.build(context_shape)
+        self.attention.build(query_shape, context_shape)
+        self.ff_norm.build(query_shape)
+        self.ff_hidden.build(query_shape)
+        self.ff_out.build((*query_shape[:-1], self.width * self.ff_multiplier))
+
+    def compute_output_shape(self, query_shape: tuple, context_shape: tuple | None = None) -> tuple:
+        return query_shape
+
+    def call(
+        self,
+        query: Any,
+        context: Any,
+        training: bool | None = None,
+        return_attention_scores: bool = False,
+    ) -> Any:
+        # query: (batch, query_tokens, width); context: (batch, key_tokens, width)
+        attended, scores = self.attention(
+            self.query_norm(query),
+            self.context_norm(context),
+            return_attention_scores=True,
+            training=training,
+        )
+        # scores: (batch, heads, query_tokens, key_tokens), rows sum to 1
+        x = query + self.dropout(attended, training=training)
+        hidden = self.ff_out(self.ff_hidden(self.ff_norm(x)))
+        x = x + self.dropout(hidden, training=training)
+        if return_attention_scores:
+            return x, scores
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "width": self.width,
+            "num_heads": self.num_heads,
+            "dropout": self.dropout_rate,
+            "ff_multiplier": self.ff_multiplier,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusionEncoder(layers.Layer):
+    """Everything between the normalized inputs and the pooled fused vector.
+
+    Holds the token embeddings and the cross-attention blocks of both
+    directions. ``call(..., return_attention_scores=True)`` also returns a
+    dict ``direction -> list of (batch, heads, query_tokens, key_tokens)``
+    (one per depth level), which the analysis and logging tools use.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        depth: int,
+        dropout: float,
+        ff_multiplier: int,
+        fusion: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = ModelConfig(
+            width=width,
+            num_heads=num_heads,
+            depth=depth,
+            dropout=dropout,
+            ff_multiplier=ff_multiplier,
+            fusion=fusion,
+        )
+        cfg = self.config
+        self.static_embedding = TokenEmbedding(cfg.width, name="static_embedding")
+        self.dynamic_embedding = TokenEmbedding(cfg.width, name="dynamic_embedding")
+        self.blocks = {
+            direction: [
+                CrossAttentionBlock(
+                    cfg.width, cfg.num_heads, cfg.dropout, cfg.ff_multiplier, name=f"{direction}_{i}"
+                )
+                for i in range(cfg.depth)
+            ]
+            for direction in cfg.directions
+        }
+        self.final_norms = {
+            stream: layers.LayerNormalization(epsilon=1e-6, name=f"{stream}_final_norm")
+            for stream in ("static", "dynamic")
+        }
+
+    def build(self, static_shape: tuple, dynamic_shape: tuple) -> None:
+        cfg = self.config
+        self.static_embedding.build(static_shape)
+        self.dynamic_embedding.build(dynamic_shape)
+        s_shape = (*static_shape[:-1], cfg.width)
+        d_shape = (*dynamic_shape[:-1], cfg.width)
+        for block in self.blocks.get("static_to_dynamic", []):
+            block.build(s_shape, d_shape)
+        for block in self.blocks.get("dynamic_to_static", []):
+            block.build(d_shape, s_shape)
+        self.final_norms["static"].build(s_shape)
+        self.final_norms["dynamic"].build(d_shape)
+
+    def compute_output_shape(self, static_shape: tuple, dynamic_shape: tuple) -> tuple:
+        streams = int(self.config.uses_static) + int(self.config.uses_dynamic)
+        return (static_shape[0], streams * self.config.width)
+
+    def call(
+        self,
+        static: Any,
+        dynamic: Any,
+        training: bool | None = None,
+        return_attention_scores: bool = False,
+    ) -> Any:
+        cfg = self.config
+        s = self.static_embedding(static)  # (batch, static_tokens, width)
+        d = self.dynamic_embedding(dynamic)  # (batch, dynamic_tokens, width)
+        scores: dict[str, list[Any]] = {direction: [] for direction in cfg.directions}
+        for level in range(cfg.depth):
+            s_in, d_in = s, d
+            if "static_to_dynamic" in self.blocks:
+                s, sc = self.blocks["static_to_dynamic"][level](
+                    s_in, d_in, training=training, return_attention_scores=True
+                )
+                scores["static_to_dynamic"].append(sc)
+            if "dynamic_to_static" in self.blocks:
+                d, sc = self.blocks["dynamic_to_static"][level](
+                    d_in, s_in, training=training, return_attention_scores=True
+                )
+                scores["dynamic_to_static"].append(sc)
+        pooled = []
+        if cfg.uses_static:
+            pooled.append(ops.mean(self.final_norms["static"](s), axis=1))
+        if cfg.uses_dynamic:
+            pooled.append(ops.mean(self.final_norms["dynamic"](d), axis=1))
+        fused = pooled[0] if len(pooled) == 1 else ops.concatenate(pooled, axis=-1)
+        if return_attention_scores:
+            return fused, scores
+        return fused
+
+    def get_config(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            **super().get_config(),
+            "width": cfg.width,
+            "num_heads": cfg.num_heads,
+            "depth": cfg.depth,
+            "dropout": cfg.dropout,
+            "ff_multiplier": cfg.ff_multiplier,
+            "fusion": cfg.fusion,
+        }
+
+
+def build_model(
+    config: ModelConfig,
+    static_shape: tuple[int, ...],
+    dynamic_shape: tuple[int, ...],
+    static_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    dynamic_stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> keras.Model:
+    """Build the functional fusion model.
+
+    ``static_shape``/``dynamic_shape`` are per-sample shapes, ``(D,)`` for a
+    pooled vector or ``(T, D)`` for a token sequence. ``*_stats`` are the
+    per-feature ``(mean, variance)`` of the training split; they are frozen
+    into the normalization layers (identity when omitted).
+    """
+    inputs = {}
+    tokens = {}
+    for stream, shape, stats in (
+        ("static", static_shape, static_stats),
+        ("dynamic", dynamic_shape, dynamic_stats),
+    ):
+        x = inputs[stream] = keras.Input(shape=tuple(shape), name=f"{stream}_features")
+        dim = int(shape[-1])
+        mean, var = stats if stats is not None else (np.zeros(dim), np.ones(dim))
+        norm = layers.Normalization(
+            axis=-1, mean=np.asarray(mean), variance=np.asarray(var), name=f"{stream}_normalization"
+        )
+        norm.trainable = False  # frozen feature stage
+        x = norm(x)
+        if len(shape) == 1:
+            x = SplitIntoTokens(config.pooled_tokens, name=f"{stream}_tokens")(x)
+        tokens[stream] = x
+    fused = FusionEncoder(
+        width=config.width,
+        num_heads=config.num_heads,
+        depth=config.depth,
+        dropout=config.dropout,
+        ff_multiplier=config.ff_multiplier,
+        fusion=config.fusion,
+        name="fusion",
+    )(tokens["static"], tokens["dynamic"])
+    x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(fused)
+    x = layers.Dropout(config.dropout, name="head_dropout")(x)
+    outputs = layers.Dense(NUM_TRAITS, activation="sigmoid", name="traits")(x)
+    return keras.Model(
+        inputs=[inputs["static"], inputs["dynamic"]],
+        outputs=outputs,
+        name=f"personality_{config.fusion}",
+    )
+
+
+def fusion_tokens_model(model: keras.Model) -> keras.Model:
+    """Sub-model from the raw inputs to the two token tensors the fusion layer sees."""
+    fusion = model.get_layer("fusion")
+    node_inputs = fusion._inbound_nodes[0].input_tensors
+    return keras.Model(model.inputs, list(node_inputs))
+
+
+def attention_scores(
+    model: keras.Model, static: np.ndarray, dynamic: np.ndarray, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """Attention probabilities of every block, computed in inference mode.
+
+    Returns ``"<direction>_<level>" -> (N, heads, query_tokens, key_tokens)``;
+    empty for fusion modes without attention.
+    """
+    fusion = model.get_layer("fusion")
+    if not fusion.config.directions:
+        return {}
+    to_tokens = fusion_tokens_model(model)
+    collected: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(static), batch_size):
+        s_tok, d_tok = to_tokens(
+            [np.asarray(static[start : start + batch_size], dtype="float32"),
+             np.asarray(dynamic[start : start + batch_size], dtype="float32")],
+            training=False,
+        )
+        _, scores = fusion(s_tok, d_tok, training=False, return_attention_scores=True)
+        for direction, levels in scores.items():
+            for level, value in enumerate(levels):
+                collected.setdefault(f"{direction}_{level}", []).append(
+                    keras.ops.convert_to_numpy(value)
+                )
+    return {key: np.concatenate(parts) for key, parts in collected.items()}
+
+
+def attention_entropy(scores: np.ndarray) -> np.ndarray:
+    """Mean entropy (nats) per head of ``(N, heads, q, k)`` attention maps -> ``(heads,)``.
+
+    ``log(k)`` means uniform attention; 0 means collapse onto one key.
+    """
+    p = np.clip(scores.astype("float64"), 1e-12, 1.0)
+    return -(p * np.log(p)).sum(axis=-1).mean(axis=(0, 2))
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    """Trainable and frozen (non-trainable) parameter counts."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+    return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen}

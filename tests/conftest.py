@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny feature files, isolated wandb folders, quiet TensorFlow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_features(
+    folder: Path,
+    n: int = 48,
+    static_shape: tuple[int, ...] = (4, 8),
+    dynamic_shape: tuple[int, ...] = (3, 12),
+    dtype: str = "float32",
+    seed: int = 0,
+) -> dict[str, str]:
+    """Three small valid .npy files with a learnable signal; returns their paths."""
+    rng = np.random.default_rng(seed)
+    static = rng.normal(size=(n, *static_shape)).astype(dtype)
+    dynamic = rng.normal(size=(n, *dynamic_shape)).astype(dtype)
+    s = static.reshape(n, -1).astype("float64")
+    d = dynamic.reshape(n, -1).astype("float64")
+    z = s[:, :5] + d[:, :5] + 0.3 * rng.normal(size=(n, 5))
+    labels = (1.0 / (1.0 + np.exp(-z))).astype("float32")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "static_features": str(folder / "static_features.npy"),
+        "dynamic_features": str(folder / "dynamic_features.npy"),
+        "labels": str(folder / "labels.npy"),
+    }
+    np.save(paths["static_features"], static)
+    np.save(paths["dynamic_features"], dynamic)
+    np.save(paths["labels"], labels)
+    return paths
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> dict[str, str]:
+    return write_features(tmp_path / "data")
+
+
+@pytest.fixture
+def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """wandb offline, every wandb folder inside tmp_path."""
+    root = tmp_path / "wandb_home"
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        folder = root / var.lower()
+        folder.mkdir(parents=True)
+        monkeypatch.setenv(var, str(folder))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return root
+
+
+def train_args(paths: dict[str, str], out: Path, *extra: str) -> list[str]:
+    """A fast training command line for the tiny data."""
+    return [
+        "--static_features", paths["static_features"],
+        "--dynamic_features", paths["dynamic_features"],
+        "--labels", paths["labels"],
+        "--output", str(out / "personality_model_trained.h5"),
+        "--epochs", "2", "--batch_size", "16", "--width", "16", "--num_heads", "2",
+        "--head_units", "16", "--verbose", "0", "--histogram_freq", "0",
+        *extra,
+    ]

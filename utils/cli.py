@@ -1,0 +1,133 @@
+"""Shared command-line plumbing: one parser class, shared flags, the error exit.
+
+Flags that several scripts take are defined once here so they stay identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from utils.constants import (
+    DEFAULT_DATA_DIR,
+    DYNAMIC_FEATURES_FILE,
+    LABELS_FILE,
+    STATIC_FEATURES_FILE,
+)
+from utils.errors import EXIT_INPUT_ERROR, InputError
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_INPUT_ERROR)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, found {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A number strictly between 0 and 1 (the validation share)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, found {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, found {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A number in [0, 1) (dropout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), found {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), found {text}")
+    return value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, labels_required: bool = True) -> None:
+    """``--static_features``, ``--dynamic_features``, ``--labels`` (defaults: data_sample/)."""
+    data = Path(DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--static_features",
+        default=str(data / STATIC_FEATURES_FILE),
+        help="static (appearance) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
+    )
+    parser.add_argument(
+        "--dynamic_features",
+        default=str(data / DYNAMIC_FEATURES_FILE),
+        help="dynamic (motion) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
+    )
+    parser.add_argument(
+        "--labels",
+        default=str(data / LABELS_FILE) if labels_required else None,
+        help="OCEAN labels .npy of shape (N, 5) in [0, 1]",
+    )
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """Parse ``argv``; return the exit code instead of raising on --help or a usage error."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+
+
+def configure_console_logging(verbose: bool = True) -> None:
+    """Console handler for the scripts' messages (library code only logs)."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_toolkit_console", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._toolkit_console = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def run_guarded(body: Callable[[], int], prog: str) -> int:
+    """Run a script body; an :class:`InputError` becomes one stderr line and exit 2."""
+    try:
+        return body()
+    except InputError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        return EXIT_INPUT_ERROR
