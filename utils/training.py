@@ -148,8 +148,14 @@ class EpochContext:
         return _EpochContext()
 
 
-def make_callbacks(cfg: TrainConfig, batches: list[EpochBatches], history: History) -> list[Any]:
-    """The stock Keras callbacks of a run, in the order they must run."""
+def make_callbacks(
+    cfg: TrainConfig, batches: list[EpochBatches], history: History, leading: list[Any] | None = None
+) -> list[Any]:
+    """The Keras callbacks of a run, in the order they must run.
+
+    ``leading`` callbacks run right after the epoch context, before the history
+    writer, so keys they add to ``logs`` reach every later callback.
+    """
     import keras
 
     out = cfg.output_dir
@@ -199,6 +205,7 @@ def make_callbacks(cfg: TrainConfig, batches: list[EpochBatches], history: Histo
 
     callbacks: list[Any] = [
         EpochContext.create(batches),
+        *(leading or []),
         HistoryWriter(),
         keras.callbacks.TerminateOnNaN(),
         CompactProgbar(),
@@ -311,13 +318,20 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
         model.name, len(prep.train_idx), len(prep.val_idx), counts["trainable"], counts["frozen"],
     )
 
+    from utils.run_logging import RunLogger
+
+    run_logger = RunLogger(cfg, prep, model, out)
+    run_logger.start()
     history: History = {}
-    callbacks = make_callbacks(cfg, [train_batches, val_batches], history)
-    wandb_run = _start_wandb(cfg, prep, counts) if cfg.wandb else None
+    callbacks = make_callbacks(
+        cfg, [train_batches, val_batches], history, leading=run_logger.callbacks(train_batches, val_batches)
+    )
+    wandb_run = _start_wandb(cfg, prep, counts, run_logger.wandb_config()) if cfg.wandb else None
     if wandb_run is not None:
         from wandb.integration.keras import WandbMetricsLogger
 
         callbacks.append(WandbMetricsLogger(log_freq="epoch"))
+    status = "failed"
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
         if not history or "val_loss" not in history:
@@ -353,16 +367,20 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
             "config": cfg.to_dict(),
             "paths": paths,
         })
+        status = "completed"
+        run_logger.finish(status, result)
         if wandb_run is not None:
             _finish_wandb(wandb_run, result)
             wandb_run = None
         return result
     finally:
+        if status != "completed":
+            run_logger.finish(status)
         if wandb_run is not None:
             wandb_run.finish(exit_code=1)
 
 
-def _start_wandb(cfg: TrainConfig, prep: Prepared, counts: dict[str, int]) -> Any:
+def _start_wandb(cfg: TrainConfig, prep: Prepared, counts: dict[str, int], extra: dict[str, Any]) -> Any:
     import wandb
 
     mode = cfg.wandb_mode
@@ -381,6 +399,7 @@ def _start_wandb(cfg: TrainConfig, prep: Prepared, counts: dict[str, int]) -> An
             "n_val": len(prep.val_idx),
             "parameters": counts,
             "train_label_means": dict(zip(C.TRAITS, map(float, prep.train_label_means))),
+            **extra,
         },
     )
 
