@@ -75,6 +75,12 @@ def build_parser() -> Parser:
     m.add_argument("--pooled_tokens", type=positive_int, default=8, help="tokens a pooled (N, D) feature vector is split into (>= 2)")
     lg = p.add_argument_group("logging")
     lg.add_argument("--histogram_freq", type=non_negative_int, default=1, help="TensorBoard weight histograms every k epochs (0: off)")
+    lg.add_argument(
+        "--batch_log_frequency",
+        type=non_negative_int,
+        default=10,
+        help="write loss, per-trait errors, learning rate and time every k training batches (0: off)",
+    )
     lg.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
     lg.add_argument("--wandb", action="store_true", help="log config, metrics and the final model to Weights & Biases")
     lg.add_argument("--wandb_project", default="personality-cross-attention", help="W&B project name")

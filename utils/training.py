@@ -63,6 +63,7 @@ class TrainConfig:
     fusion: str = "cross_attention"
     # logging
     histogram_freq: int = 1
+    batch_log_frequency: int = 10  # batch records every k training steps (0: off)
     verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
     wandb: bool = False
     wandb_project: str = "personality-cross-attention"
