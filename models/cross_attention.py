@@ -338,13 +338,17 @@ def build_model(
     dynamic_shape: tuple[int, ...],
     static_stats: tuple[np.ndarray, np.ndarray] | None = None,
     dynamic_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    output_prior: np.ndarray | None = None,
 ) -> keras.Model:
     """Build the functional fusion model.
 
     ``static_shape``/``dynamic_shape`` are per-sample shapes, ``(D,)`` for a
     pooled vector or ``(T, D)`` for a token sequence. ``*_stats`` are the
     per-feature ``(mean, variance)`` of the training split; they are frozen
-    into the normalization layers (identity when omitted).
+    into the normalization layers (identity when omitted). ``output_prior``
+    (the training-label means) initializes the output bias to their logit and
+    the output kernel is zero, so training starts from the mean predictor
+    (R² = 0 on the training split) instead of noisy guesses around 0.5.
     """
     inputs = {}
     tokens = {}
@@ -374,7 +378,14 @@ def build_model(
     )(tokens["static"], tokens["dynamic"])
     x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(fused)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(NUM_TRAITS, activation="sigmoid", name="traits")(x)
+    bias = "zeros"
+    if output_prior is not None:
+        p = np.clip(np.asarray(output_prior, dtype="float64"), 1e-3, 1 - 1e-3)
+        bias = keras.initializers.Constant(np.log(p / (1 - p)))
+    # Zero kernel: the untrained model predicts exactly the prior (the mean predictor).
+    outputs = layers.Dense(
+        NUM_TRAITS, activation="sigmoid", kernel_initializer="zeros", bias_initializer=bias, name="traits"
+    )(x)
     return keras.Model(
         inputs=[inputs["static"], inputs["dynamic"]],
         outputs=outputs,

@@ -44,7 +44,7 @@ def test_writes_every_file_the_seed_lists(trained):
 def test_history_npy_loads_without_pickle_and_matches_the_json_twin(trained):
     _, out, _ = trained
     table = np.load(out / C.HISTORY_FILE, allow_pickle=False)
-    assert set(table.dtype.names) == _expected_history_keys()
+    assert set(table.dtype.names) >= _expected_history_keys()  # logging may add timing keys
     assert table["epoch"].tolist() == [1.0, 2.0, 3.0]
     twin = json.loads((out / C.HISTORY_JSON_FILE).read_text())
     for name in table.dtype.names:

@@ -267,6 +267,7 @@ def build_compiled_model(cfg: TrainConfig, prep: Prepared, steps_per_epoch: int)
         data.dynamic_shape,
         static_stats=feature_statistics(data.static, prep.train_idx),
         dynamic_stats=feature_statistics(data.dynamic, prep.train_idx),
+        output_prior=prep.train_label_means,
     )
     model.compile(
         optimizer=_optimizer(cfg, steps_per_epoch),
