@@ -10,6 +10,10 @@ Example (the seed's command)::
         --epochs 50 --output results/personality_model_trained.h5
 
 With no arguments it trains on data_sample/ into results/.
+
+Exit codes: 0 done; 2 bad input or flag (one line on stderr, nothing
+written); 3 the loss became NaN/Inf (best checkpoint and history kept);
+130 interrupted with Ctrl-C (finished epochs kept; resume with --resume).
 """
 
 from __future__ import annotations
@@ -45,7 +49,15 @@ def build_parser() -> Parser:
     p.add_argument(
         "--output",
         default=f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
-        help="trained model (.h5 or .keras); every other run file goes into its folder",
+        help="trained model (.h5 or .keras); every other run file goes into its folder. A folder that "
+        "holds an earlier run is never mixed with the new one: the earlier run's files are moved "
+        "into previous_runs/<timestamp>/ first (nothing is deleted)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in the --output folder from its last finished epoch "
+        "(same settings; --epochs may be raised)",
     )
     g = p.add_argument_group("training")
     g.add_argument("--val_split", type=open_fraction, default=0.2, help="validation share of the samples, in (0, 1)")

@@ -18,7 +18,7 @@ from utils.constants import (
     LABELS_FILE,
     STATIC_FEATURES_FILE,
 )
-from utils.errors import EXIT_INPUT_ERROR, InputError
+from utils.errors import EXIT_INPUT_ERROR, EXIT_INTERRUPTED, InputError, TrainingStopped
 
 
 class Parser(argparse.ArgumentParser):
@@ -125,9 +125,19 @@ def configure_console_logging(verbose: bool = True) -> None:
 
 
 def run_guarded(body: Callable[[], int], prog: str) -> int:
-    """Run a script body; an :class:`InputError` becomes one stderr line and exit 2."""
+    """Run a script body; an :class:`InputError` becomes one stderr line and exit 2.
+
+    A :class:`TrainingStopped` (NaN loss, Ctrl-C) becomes its message and its
+    own exit code.
+    """
     try:
         return body()
     except InputError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return EXIT_INPUT_ERROR
+    except TrainingStopped as exc:
+        sys.stderr.write(f"{prog}: stopped: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted; no output was left half-written\n")
+        return EXIT_INTERRUPTED

@@ -62,3 +62,17 @@ FUSION_MODES: tuple[str, ...] = (
     "dynamic",  # dynamic stream only
 )
 ATTENTION_DIRECTIONS: tuple[str, ...] = ("static_to_dynamic", "dynamic_to_static")
+
+# Everything a training run owns in its output folder (run logs add their own
+# names in utils.run_logging.RUN_LOG_FILES); see utils.run_folder.
+RUN_OUTPUT_NAMES: tuple[str, ...] = (
+    MODEL_FILE,
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    HISTORY_JSON_FILE,
+    TENSORBOARD_DIR,
+    TRAINING_SUMMARY_FILE,
+    VISUALIZATION_DIR,
+    PREDICTION_ANALYSIS_DIR,
+    "wandb",
+)

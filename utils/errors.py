@@ -20,3 +20,19 @@ class InputError(Exception):
     def __init__(self, message: str, path: str | None = None) -> None:
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (SIGINT)
+
+
+class TrainingStopped(Exception):
+    """Training ended early for a reason the user must see (not a bug).
+
+    What finished is on disk (history, best checkpoint, resume state); the
+    message says so and, where it applies, how to resume.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)

@@ -21,15 +21,17 @@ import numpy as np
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final`` (same suffix); rename it into place on success.
+    """Yield a temporary path beside ``final``; rename it into place on success.
 
-    The temporary name keeps the final suffix because some writers (Keras,
+    The temporary name ends with the final name because some writers (Keras,
     matplotlib) choose the format from it. On an exception the temporary
     file is removed and ``final`` is left untouched.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    # ".<random>.tmp.<final name>": hidden, and ends like the final name
+    # (Keras wants ".weights.h5", matplotlib picks the format from ".png").
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=f".tmp.{final.name}", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)

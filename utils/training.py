@@ -20,7 +20,7 @@ import numpy as np
 
 from utils import constants as C
 from utils.data import Dataset, EpochBatches, feature_statistics, label_means, load_dataset, split_indices
-from utils.errors import InputError
+from utils.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, InputError, TrainingStopped
 from utils.history import History, save_history
 from utils.io import save_model, write_json
 
@@ -68,6 +68,7 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "personality-cross-attention"
     wandb_mode: str = "offline"
+    resume: bool = False  # continue the run in the output folder from its last finished epoch
 
     @property
     def output_dir(self) -> Path:
@@ -99,6 +100,7 @@ class Prepared:
     train_idx: np.ndarray
     val_idx: np.ndarray
     train_label_means: np.ndarray
+    resume_state: dict[str, Any] | None = None  # set when --resume found a run to continue
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -114,18 +116,42 @@ def prepare(cfg: TrainConfig) -> Prepared:
     data = load_dataset(cfg.static_features, cfg.dynamic_features, cfg.labels)
     train_idx, val_idx = split_indices(len(data), cfg.val_split, cfg.seed, cfg.labels)
     check_writable(cfg.output_dir)
-    return Prepared(data, train_idx, val_idx, label_means(data.labels, train_idx))
+    resume_state = None
+    if cfg.resume:
+        from utils.resume import check_compatible, read_state, state_path
+
+        resume_state = read_state(cfg.output_dir)
+        if resume_state is None:
+            raise InputError(
+                "expected an interrupted run to resume (resume/state.json), found none; "
+                "run without --resume to start a new one",
+                str(cfg.output_dir),
+            )
+        check_compatible(resume_state, cfg.to_dict(), state_path(cfg.output_dir))
+    return Prepared(data, train_idx, val_idx, label_means(data.labels, train_idx), resume_state)
 
 
 def check_writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be created or written, leaving nothing behind."""
-    probe = folder
+    """Refuse an output folder that cannot be created or written, leaving nothing behind.
+
+    The nearest existing folder gets a temporary probe file (removed at
+    once): permission bits alone do not tell for root or read-only mounts.
+    """
+    import tempfile
+
+    probe = Path(folder).absolute()
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise InputError(f"expected a folder for the outputs, found a file at {probe}", str(folder))
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError("expected a writable output folder, found no write permission", str(probe))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"expected a writable output folder, found that {probe} cannot be written ({exc.strerror})",
+            str(folder),
+        ) from None
 
 
 class EpochContext:
@@ -289,6 +315,18 @@ class TrainResult:
     seconds: float
 
 
+def _history_until(output_dir: Path, epochs: int) -> History:
+    """The saved history of the finished epochs 1..epochs (a kill may have left one more)."""
+    from utils.history import load_history
+
+    path = output_dir / C.HISTORY_FILE
+    if not path.is_file():
+        return {}
+    saved = load_history(path)
+    keep = [i for i, e in enumerate(saved.get("epoch", [])) if e <= epochs]
+    return {k: [v[i] for i in keep] for k, v in saved.items()}
+
+
 def summarize(history: History) -> tuple[int, dict[str, float]]:
     """Best epoch (1-based, lowest val_loss) and its validation metrics."""
     val_loss = np.asarray(history["val_loss"], dtype="float64")
@@ -305,6 +343,10 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     from utils.data import make_tf_dataset
 
     out = cfg.output_dir
+    if prep.resume_state is None:
+        from utils.run_folder import archive_previous_run
+
+        archive_previous_run(out, Path(cfg.output))
     out.mkdir(parents=True, exist_ok=True)
     train_batches = EpochBatches(prep.train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_batches = EpochBatches(prep.val_idx, cfg.batch_size, shuffle=False, seed=cfg.seed)
@@ -324,10 +366,18 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
 
     run_logger = RunLogger(cfg, prep, model, out)
     run_logger.start()
+    from utils import resume
+
     history: History = {}
     callbacks = make_callbacks(
         cfg, [train_batches, val_batches], history, leading=run_logger.callbacks(train_batches, val_batches)
     )
+    initial_epoch = 0
+    if prep.resume_state is not None:
+        initial_epoch = resume.restore(model, prep.resume_state, out)
+        history.update(_history_until(out, initial_epoch))
+        logger.info("Resuming after epoch %d from %s", initial_epoch, resume.state_path(out))
+    callbacks.append(resume.make_callback(out, cfg.to_dict(), callbacks, prep.resume_state))
     wandb_run = _start_wandb(cfg, prep, counts, run_logger.wandb_config()) if cfg.wandb else None
     if wandb_run is not None:
         from wandb.integration.keras import WandbMetricsLogger
@@ -335,9 +385,41 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
         callbacks.append(WandbMetricsLogger(log_freq="epoch"))
     status = "failed"
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
+        try:
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=cfg.verbose,
+                shuffle=False,
+            )
+        except KeyboardInterrupt:
+            status = "interrupted"
+            done = len(history.get("epoch", []))
+            raise TrainingStopped(
+                f"interrupted during epoch {done + 1}; the {done} finished epoch(s), the best checkpoint "
+                f"and the history are saved in {out}. Resume with the same command plus --resume",
+                EXIT_INTERRUPTED,
+            ) from None
+        losses = history.get("loss", [])
+        if losses and not math.isfinite(losses[-1]):
+            status = "diverged"
+            kept = (
+                f"the best checkpoint ({C.CHECKPOINT_FILE}) and the history so far are kept in {out}"
+                if (out / C.CHECKPOINT_FILE).is_file()
+                else f"no epoch ended with a finite loss, so there is no checkpoint; the history is in {out}"
+            )
+            raise TrainingStopped(
+                f"the loss became {losses[-1]} in epoch {int(history['epoch'][-1])}; training stopped and "
+                f"{kept}. Try a lower --learning_rate",
+                EXIT_DIVERGED,
+            )
         if not history or "val_loss" not in history:
             raise InputError("training stopped before the first epoch finished")
+        if (out / C.CHECKPOINT_FILE).is_file():
+            model.load_weights(out / C.CHECKPOINT_FILE)  # the best epoch, also across a resume
         paths = {
             "model": str(cfg.output),
             "checkpoint": str(out / C.CHECKPOINT_FILE),
@@ -370,6 +452,7 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
             "paths": paths,
         })
         status = "completed"
+        resume.clear(out)
         run_logger.finish(status, result)
         if wandb_run is not None:
             _finish_wandb(wandb_run, result)
