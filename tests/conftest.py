@@ -69,3 +69,20 @@ def train_args(paths: dict[str, str], out: Path, *extra: str) -> list[str]:
         "--head_units", "16", "--verbose", "0", "--histogram_freq", "0",
         *extra,
     ]
+
+
+def assert_real_image(path: Path, min_colors: int = 64) -> None:
+    """A PNG at >= 150 dpi, of a reasonable size, with real content (not a blank canvas)."""
+    from matplotlib.image import imread
+    from PIL import Image
+
+    assert path.is_file(), path
+    with Image.open(path) as im:
+        dpi = im.info.get("dpi", (0, 0))
+    assert min(dpi) >= 149.5, (path.name, dpi)
+    pixels = imread(path)[..., :3]
+    assert pixels.shape[0] >= 300 and pixels.shape[1] >= 400, (path.name, pixels.shape)
+    assert pixels.std() > 0.05, f"{path.name} is nearly uniform"
+    rgb = (pixels.reshape(-1, 3) * 255).astype(np.uint32)
+    colors = np.unique(rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2])
+    assert len(colors) >= min_colors, f"{path.name}: only {len(colors)} distinct colors"

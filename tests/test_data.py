@@ -164,7 +164,7 @@ def test_tf_dataset_yields_every_validation_sample_from_a_memory_map(tiny_data):
     data = load_dataset(tiny_data["static_features"], tiny_data["dynamic_features"], tiny_data["labels"])
     idx = np.arange(0, len(data), 3)  # 16 samples, batch 5 -> partial last batch
     seen = []
-    for (s, d), y in make_tf_dataset(data, EpochBatches(idx, 5, shuffle=False, seed=0)):
+    for (s, _d), y in make_tf_dataset(data, EpochBatches(idx, 5, shuffle=False, seed=0)):
         assert s.dtype.name == "float32" and s.shape[1:] == data.static.shape[1:]
         seen.append(y.numpy())
     np.testing.assert_array_equal(np.concatenate(seen), np.asarray(data.labels)[idx])

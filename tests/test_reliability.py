@@ -133,7 +133,7 @@ sys.path.insert(0, {repo!r})
 from utils.io import write_json, save_npy, save_figure
 import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
 out = sys.argv[1]
-fig, ax = plt.subplots(); ax.plot(range(1000)); 
+fig, ax = plt.subplots(); ax.plot(range(1000))
 i = 0
 while True:
     i += 1
