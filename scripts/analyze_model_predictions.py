@@ -18,6 +18,7 @@ Use ``--split validation`` for the held-out numbers of the training run.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -30,11 +31,9 @@ from utils import constants as C  # noqa: E402
 from utils.cli import (  # noqa: E402
     Parser,
     add_data_arguments,
-    configure_console_logging,
     non_negative_int,
-    parse,
     positive_int,
-    run_guarded,
+    run_script,
 )
 
 PROG = "analyze_model_predictions.py"
@@ -79,20 +78,16 @@ def build_parser() -> Parser:
     return p
 
 
+def run(args: argparse.Namespace) -> int:
+    from utils.analysis import AnalysisConfig, format_summary, run_analysis
+
+    result = run_analysis(AnalysisConfig(**vars(args)))
+    print(format_summary(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    configure_console_logging()
-
-    def body() -> int:
-        from utils.analysis import AnalysisConfig, format_summary, run_analysis
-
-        result = run_analysis(AnalysisConfig(**vars(args)))
-        print(format_summary(result))
-        return 0
-
-    return run_guarded(body, PROG)
+    return run_script(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

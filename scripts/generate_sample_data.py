@@ -24,7 +24,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from utils.cli import Parser, configure_console_logging, non_negative_int, parse, positive_int, run_guarded  # noqa: E402
+from utils.cli import Parser, non_negative_int, positive_int, run_script  # noqa: E402
 from utils.constants import DEFAULT_DATA_DIR, TRAIT_ABBREVIATIONS, TRAITS  # noqa: E402
 from utils.errors import InputError  # noqa: E402
 from utils.synthetic import (  # noqa: E402
@@ -51,7 +51,7 @@ SAMPLE_SHAPES: dict[str, int] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="generate_sample_data.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--output_dir", default=DEFAULT_DATA_DIR, help="folder that receives the three .npy files"
     )
@@ -147,33 +147,29 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    try:
+        paths = write_dataset(spec, args.output_dir, chunk_size=args.chunk_size)
+    except OSError as exc:
+        raise InputError(str(exc)) from None
+    for key, path in paths.items():
+        logger.info("wrote %s (%s, %.2f MB)", path, key, path.stat().st_size / 1e6)
+    if args.report:
+        static = np.load(paths["static"], mmap_mode="r")
+        dynamic = np.load(paths["dynamic"], mmap_mode="r")
+        labels = np.load(paths["labels"])
+        try:
+            report = dataset_report(spec, static, dynamic, labels, args.val_fraction, args.split_seed)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        print(format_report(report))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the data set; with ``--report`` print its figures. Returns the exit code."""
-    args = parse(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    configure_console_logging()
-
-    def body() -> int:
-        spec = spec_from_args(args)
-        try:
-            paths = write_dataset(spec, args.output_dir, chunk_size=args.chunk_size)
-        except OSError as exc:
-            raise InputError(str(exc)) from None
-        for key, path in paths.items():
-            logger.info("wrote %s (%s, %.2f MB)", path, key, path.stat().st_size / 1e6)
-        if args.report:
-            static = np.load(paths["static"], mmap_mode="r")
-            dynamic = np.load(paths["dynamic"], mmap_mode="r")
-            labels = np.load(paths["labels"])
-            try:
-                report = dataset_report(spec, static, dynamic, labels, args.val_fraction, args.split_seed)
-            except ValueError as exc:
-                raise InputError(str(exc)) from None
-            print(format_report(report))
-        return 0
-
-    return run_guarded(body, "generate_sample_data.py")
+    return run_script(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

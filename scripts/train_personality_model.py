@@ -31,13 +31,11 @@ from utils import constants as C  # noqa: E402
 from utils.cli import (  # noqa: E402
     Parser,
     add_data_arguments,
-    configure_console_logging,
     non_negative_int,
     open_fraction,
-    parse,
     positive_float,
     positive_int,
-    run_guarded,
+    run_script,
     unit_interval,
 )
 
@@ -114,22 +112,18 @@ def build_parser() -> Parser:
     return p
 
 
+def run(args: argparse.Namespace) -> int:
+    from utils.training import TrainConfig, format_summary, prepare, run_training
+
+    cfg = TrainConfig(**vars(args))
+    prep = prepare(cfg)  # validates everything before any file is written
+    result = run_training(cfg, prep)
+    print(format_summary(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    configure_console_logging()
-
-    def body() -> int:
-        from utils.training import TrainConfig, format_summary, prepare, run_training
-
-        cfg = TrainConfig(**vars(args))
-        prep = prepare(cfg)  # validates everything before any file is written
-        result = run_training(cfg, prep)
-        print(format_summary(result))
-        return 0
-
-    return run_guarded(body, PROG)
+    return run_script(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

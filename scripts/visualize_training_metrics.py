@@ -16,6 +16,7 @@ history of older versions is read only with ``--trust_pickle``.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import constants as C  # noqa: E402
-from utils.cli import Parser, configure_console_logging, parse, run_guarded  # noqa: E402
+from utils.cli import Parser, run_script  # noqa: E402
 
 PROG = "visualize_training_metrics.py"
 
@@ -58,33 +59,29 @@ def build_parser() -> Parser:
     return p
 
 
+def run(args: argparse.Namespace) -> int:
+    from utils.errors import InputError
+    from utils.history import load_history
+    from utils.plotting import plot_training_history
+    from utils.training import check_writable
+
+    history = load_history(args.history, trust_pickle=args.trust_pickle)
+    output = Path(args.output)
+    check_writable(output)  # refuse before anything is drawn or written
+    written = plot_training_history(history, output)
+    if plot_run_logs is not None:  # Phase 4.3 figures, when that module is present
+        try:
+            written += [Path(p) for p in plot_run_logs(args.history, output)]
+        except InputError as exc:  # the Phase 4.2 figures above are written already
+            logging.getLogger(PROG).warning("run-log figures skipped: %s", exc)
+    print(f"Wrote {len(written)} figure(s) to {output}:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    configure_console_logging()
-
-    def body() -> int:
-        from utils.errors import InputError
-        from utils.history import load_history
-        from utils.plotting import plot_training_history
-        from utils.training import check_writable
-
-        history = load_history(args.history, trust_pickle=args.trust_pickle)
-        output = Path(args.output)
-        check_writable(output)  # refuse before anything is drawn or written
-        written = plot_training_history(history, output)
-        if plot_run_logs is not None:  # Phase 4.3 figures, when that module is present
-            try:
-                written += [Path(p) for p in plot_run_logs(args.history, output)]
-            except InputError as exc:  # the Phase 4.2 figures above are written already
-                logging.getLogger(PROG).warning("run-log figures skipped: %s", exc)
-        print(f"Wrote {len(written)} figure(s) to {output}:")
-        for path in written:
-            print(f"  {path}")
-        return 0
-
-    return run_guarded(body, PROG)
+    return run_script(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

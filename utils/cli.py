@@ -124,6 +124,17 @@ def configure_console_logging(verbose: bool = True) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def run_script(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, run: Callable[[argparse.Namespace], int]
+) -> int:
+    """A script's ``main``: parse ``argv``, set up console logging, run ``run(args)`` guarded."""
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    configure_console_logging()
+    return run_guarded(lambda: run(args), parser.prog)
+
+
 def run_guarded(body: Callable[[], int], prog: str) -> int:
     """Run a script body; an :class:`InputError` becomes one stderr line and exit 2.
 
