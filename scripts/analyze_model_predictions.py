@@ -13,7 +13,8 @@ Writes metrics.json, predictions.csv, predictions.npy, <trait>_scatter.png for
 the five traits, residuals.png, error_distribution.png,
 trait_correlations.png, model_vs_baseline.png, attention_maps.png and
 attention_entropy_per_head.png (see docs/phase_4.2_loss_functions_and_metrics.md).
-Use ``--split validation`` for the held-out numbers of the training run.
+By default (``--split auto``) only the validation split is evaluated when the
+files are the ones the model was trained on, so the numbers are held out.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from utils.cli import (  # noqa: E402
 )
 
 PROG = "analyze_model_predictions.py"
-SPLITS = ("all", "validation", "train")  # utils.analysis.SPLITS (not imported here: --help stays fast)
 
 
 def build_parser() -> Parser:
@@ -62,10 +62,11 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "--split",
-        choices=SPLITS,
-        default="all",
-        help="evaluate every sample, or only the validation/training part of the training run's split "
-        f"(rebuilt from val_split and seed in {C.TRAINING_SUMMARY_FILE})",
+        choices=C.ANALYSIS_SPLITS,
+        default="auto",
+        help="samples to evaluate: all, or the validation/training part of the training run's split "
+        f"(rebuilt from val_split and seed in {C.TRAINING_SUMMARY_FILE}); auto = the validation part "
+        "when the files are the ones the model was trained on (held-out numbers), else all",
     )
     p.add_argument("--batch_size", type=positive_int, default=64, help="samples per prediction batch")
     p.add_argument(

@@ -68,7 +68,7 @@ def run(tmp_path_factory) -> dict:
     assert train_main(train_args(paths, out, "--epochs", "3")) == 0
     info = {"root": root, "paths": paths, "results": out, "model": out / C.MODEL_FILE}
     analysis = root / "analysis_all"
-    assert analyze.main(_args(info, analysis, "--attention_samples", "5")) == 0
+    assert analyze.main(_args(info, analysis, "--attention_samples", "5", "--split", "all")) == 0
     info["all"] = analysis
     info["report"] = json.loads((analysis / METRICS_FILE).read_text())
     return info
@@ -93,7 +93,7 @@ def test_defaults_are_the_seed_paths():
     assert Path(args.dynamic_features) == Path("data_sample/dynamic_features.npy")
     assert Path(args.labels) == Path("data_sample/labels.npy")
     assert Path(args.output) == Path("results/prediction_analysis")
-    assert (args.split, args.attention_samples, args.train_labels) == ("all", 8, None)
+    assert (args.split, args.attention_samples, args.train_labels) == ("auto", 8, None)
 
 
 def test_every_listed_figure_is_a_real_image(run):
@@ -325,6 +325,20 @@ def test_cli_error_is_one_line_and_exit_2(run, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "missing.h5" in proc.stderr
     assert not out.exists()
+
+
+def test_auto_split_holds_out_the_validation_rows_of_the_training_files_only(run, tmp_path):
+    out = tmp_path / "auto"
+    assert analyze.main(_args(run, out, "--attention_samples", "0")) == 0
+    report = json.loads((out / METRICS_FILE).read_text())
+    _, val_idx = split_indices(N, 0.2, 42)
+    assert report["split"]["name"] == "validation" and report["split"]["chosen_by"].startswith("auto")
+    with open(out / PREDICTIONS_CSV, newline="") as fh:
+        assert [int(row["index"]) for row in csv.DictReader(fh)] == val_idx.tolist()
+    copies = write_features(tmp_path / "other_files", n=N)  # same shapes, other files
+    out2 = tmp_path / "auto_other"
+    assert analyze.main(_args({"paths": copies, "model": run["model"]}, out2, "--attention_samples", "0")) == 0
+    assert json.loads((out2 / METRICS_FILE).read_text())["split"]["name"] == "all"
 
 
 def test_train_split_selects_the_training_rows(run):

@@ -45,7 +45,7 @@ from utils.metrics import METRIC_NAMES, StreamingRegressionSums, baseline_predic
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("all", "validation", "train")
+SPLITS = C.ANALYSIS_SPLITS
 MODEL_SUFFIXES = (".h5", ".keras")
 # Metrics where a smaller value is better; for the others larger is better.
 LOWER_IS_BETTER: tuple[str, ...] = ("mae", "mse", "rmse")
@@ -155,6 +155,20 @@ def read_training_summary(model_path: str | Path) -> tuple[dict[str, Any] | None
     return summary, path
 
 
+def _same_files_as_training(summary: dict[str, Any], data: Dataset, n: int) -> bool:
+    """Whether the evaluated files are the ones the training run of ``summary`` read."""
+    config = summary.get("config") or {}
+    if summary.get("n_train", 0) + summary.get("n_val", 0) != n:
+        return False
+    for key in ("static_features", "dynamic_features", "labels"):
+        trained_on = config.get(key)
+        if not trained_on or not Path(trained_on).exists():
+            return False
+        if Path(trained_on).resolve() != Path(data.paths[key]).resolve():
+            return False
+    return True
+
+
 def select_indices(
     split: str, n: int, summary: dict[str, Any] | None, summary_path: Path, data: Dataset
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -167,7 +181,16 @@ def select_indices(
     """
     if split not in SPLITS:
         raise InputError(f"expected --split to be one of {SPLITS}, found {split!r}")
-    info: dict[str, Any] = {"name": split}
+    info: dict[str, Any] = {}
+    if split == "auto":
+        trained_on_these = summary is not None and _same_files_as_training(summary, data, n)
+        split = "validation" if trained_on_these else "all"
+        info["chosen_by"] = (
+            "auto: these are the files the model was trained on, so only its validation split is held out"
+            if trained_on_these
+            else "auto: these are not the training run's files, so every sample is held out"
+        )
+    info["name"] = split
     if split == "all":
         info["note"] = (
             "every sample of the given files; if they are the training files this includes the "

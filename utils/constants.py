@@ -51,6 +51,9 @@ DYNAMIC_FEATURES_FILE = "dynamic_features.npy"
 LABELS_FILE = "labels.npy"
 VISUALIZATION_DIR = "training_visualizations"
 PREDICTION_ANALYSIS_DIR = "prediction_analysis"
+# Samples analyze_model_predictions.py evaluates: "auto" = the validation split
+# when the files are the training run's own, else all of them.
+ANALYSIS_SPLITS: tuple[str, ...] = ("auto", "all", "validation", "train")
 
 # Fusion variants of the model: the default and the ablations domain.md recommends.
 FUSION_MODES: tuple[str, ...] = (
