@@ -228,8 +228,7 @@ def measure_overhead(bench: Bench) -> dict[str, Any]:
             spec = {
                 "task": "fit", "variant": base, "data_dir": str(data), "epochs": cfg.overhead_epochs,
                 "batch_size": cfg.batch_size, "val_split": 0.2, "seed": cfg.seed,
-                "jit_compile": "jit" in option.split(","),
-                "steps_per_execution": _spe(option),
+                **execution_options(option),
             }
             r = bench.worker(spec, f"overhead-{variant}")
             runs[variant].append(r)
@@ -255,11 +254,21 @@ def measure_overhead(bench: Bench) -> dict[str, Any]:
     }
 
 
-def _spe(option: str) -> int:
-    for part in option.split(","):
-        if part.startswith("spe"):
-            return int(part[3:] or 1)
-    return 1
+def execution_options(option: str) -> dict[str, Any]:
+    """``jit``/``nojit`` and ``spe<k>`` of a variant's options; absent ones are left out.
+
+    Left out means: the toolkit variant uses ``TrainConfig``'s default, the
+    bare variant plain Keras (no XLA, one step per execution).
+    """
+    out: dict[str, Any] = {}
+    for part in filter(None, option.split(",")):
+        if part in ("jit", "nojit"):
+            out["jit_compile"] = part == "jit"
+        elif part.startswith("spe"):
+            out["steps_per_execution"] = int(part[3:] or 1)
+        else:
+            raise ValueError(f"unknown overhead variant option {part!r} (expected jit, nojit or spe<k>)")
+    return out
 
 
 def measure_growth(bench: Bench) -> dict[str, Any]:

@@ -126,18 +126,6 @@ def make_timer(record_batches: bool = False) -> Any:
     return Timer()
 
 
-def _recompile(model: Any, jit_compile: bool, steps_per_execution: int, metrics: list[Any] | None) -> None:
-    import keras
-
-    model.compile(
-        optimizer=model.optimizer,
-        loss=keras.losses.MeanSquaredError(),
-        metrics=metrics,
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
-
-
 def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
     """Epoch times of the toolkit's run (``variant="toolkit"``) or a bare ``model.fit``."""
     import keras
@@ -149,8 +137,8 @@ def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
     paths = {k: str(data_dir / f"{k}.npy") for k in ("static_features", "dynamic_features", "labels")}
     model_kw = {k: spec[k] for k in MODEL_KEYS if k in spec}
     timer = make_timer()
-    jit = bool(spec.get("jit_compile", False))
-    spe = int(spec.get("steps_per_execution", 1))
+    # Absent options: the toolkit's TrainConfig defaults; plain Keras for bare.
+    execution = {k: spec[k] for k in ("jit_compile", "steps_per_execution") if spec.get(k) is not None}
     start = time.perf_counter()
     if spec["variant"] == "toolkit":
         cfg = training.TrainConfig(
@@ -163,27 +151,19 @@ def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
             patience=spec["epochs"] + 1,
             learning_rate=spec.get("learning_rate", 1e-3),
             verbose=spec.get("verbose", 1),
+            **execution,
             **model_kw,
         )
         original_callbacks = training.make_callbacks
-        original_build = training.build_compiled_model
 
         def callbacks_with_timer(*args: Any, **kwargs: Any) -> list[Any]:
             return [*original_callbacks(*args, **kwargs), timer]
 
-        def build(*args: Any, **kwargs: Any) -> Any:
-            model = original_build(*args, **kwargs)
-            if jit or spe != 1:
-                from utils.metrics import compile_metrics
-
-                _recompile(model, jit, spe, compile_metrics())
-            return model
-
         training.make_callbacks = callbacks_with_timer
-        training.build_compiled_model = build
         with MemorySampler() as mem:
             result = training.run_training(cfg)
         n_train, n_val = result.n_train, result.n_val
+        ran_with = {"jit_compile": cfg.jit_compile, "steps_per_execution": cfg.steps_per_execution}
     elif spec["variant"] == "bare":
         from models.cross_attention import ModelConfig, build_model
 
@@ -202,8 +182,8 @@ def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
         model.compile(
             optimizer=keras.optimizers.AdamW(spec.get("learning_rate", 1e-3), weight_decay=1e-4),
             loss=keras.losses.MeanSquaredError(),
-            jit_compile=jit,
-            steps_per_execution=spe,
+            jit_compile=bool(execution.get("jit_compile", False)),
+            steps_per_execution=int(execution.get("steps_per_execution", 1)),
         )
         with MemorySampler() as mem:
             model.fit(
@@ -217,6 +197,7 @@ def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
                 callbacks=[timer],
             )
         n_train, n_val = len(tr), len(va)
+        ran_with = {"jit_compile": model.jit_compile, "steps_per_execution": model.steps_per_execution}
     else:
         raise ValueError(f"unknown fit variant {spec['variant']!r}")
     epochs = timer.epoch_seconds()
@@ -229,6 +210,7 @@ def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
         "steady_epoch_cpu_median_s": float(np.median(cpu[2:] if len(cpu) > 2 else cpu[-1:])),
         "n_train": n_train,
         "n_val": n_val,
+        **{k: (bool(v) if k == "jit_compile" else int(v)) for k, v in ran_with.items()},
         "train_samples_per_s": n_train / float(np.median(steady)),
         "total_seconds": time.perf_counter() - start,
         **mem.report(),

@@ -50,8 +50,9 @@ def build_parser() -> Parser:
                    help="First-Impressions shapes (static 49x512, dynamic 16x1024) for overhead, growth, prediction")
     p.add_argument("--overhead_n", type=positive_int, default=None, help="samples of the overhead data set")
     p.add_argument("--overhead_variants", default=None,
-                   help="comma list of toolkit, bare, and either with '+jit', '+spe<k>' or '+jit,spe<k>' "
-                   "(quote it: 'toolkit,bare,toolkit+jit;spe8' uses ';' inside a variant)")
+                   help="comma list of toolkit, bare, and either with '+jit', '+nojit', '+spe<k>' or '+jit,spe<k>' "
+                   "(quote it: 'toolkit,bare,toolkit+jit;spe8' uses ';' inside a variant); without options "
+                   "the toolkit runs with TrainConfig's defaults, bare with plain Keras")
     p.add_argument("--growth_n", type=positive_int, default=None, help="N of the cost-growth series N, 2N, 4N")
     p.add_argument("--ooc_n", type=positive_int, default=None, help="samples of the out-of-core files (50000: 8.3 GB)")
     p.add_argument("--ooc_max_steps", type=int, default=None, help="cap the out-of-core epoch at k steps (0: full)")

@@ -75,7 +75,7 @@ def build_parser() -> Parser:
     g.add_argument("--lr_factor", type=positive_float, default=0.5, help="plateau: factor applied at each cut")
     g.add_argument("--lr_patience", type=positive_int, default=3, help="plateau: epochs without improvement before a cut")
     g.add_argument("--min_lr", type=positive_float, default=1e-6, help="lower bound of the learning rate")
-    g.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=False, help="compile the training step with XLA")
+    g.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=True, help="compile the training step with XLA (--no-jit_compile: off)")
     g.add_argument(
         "--steps_per_execution",
         type=positive_int,

@@ -67,6 +67,9 @@ def train_args(paths: dict[str, str], out: Path, *extra: str) -> list[str]:
         "--output", str(out / "personality_model_trained.h5"),
         "--epochs", "2", "--batch_size", "16", "--width", "16", "--num_heads", "2",
         "--head_units", "16", "--verbose", "0", "--histogram_freq", "0",
+        # XLA compiles for seconds before epoch 1: not worth it for 2-epoch test runs
+        # (tests/test_training.py runs the default, XLA on, once)
+        "--no-jit_compile",
         *extra,
     ]
 

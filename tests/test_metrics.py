@@ -180,6 +180,18 @@ def test_small_spread_on_large_offset_is_not_called_constant() -> None:
     np.testing.assert_allclose(got["ccc"], _ccc_two_pass(y, p), atol=1e-6)
 
 
+def test_metrics_from_sums_subset_equals_the_full_set() -> None:
+    y, p = _data()
+    sums = batch_sums(y, p)
+    full = metrics_from_sums(sums)
+    subset = metrics_from_sums(sums, names=("r_squared", "mae"))
+    assert list(subset) == ["r_squared", "mae"]
+    for name, value in subset.items():
+        np.testing.assert_array_equal(value, full[name])
+    with pytest.raises(ValueError, match="names"):
+        metrics_from_sums(sums, names=("mae", "median"))
+
+
 def test_report_rejects_mismatched_shapes() -> None:
     y, p = _data()
     with pytest.raises(ValueError, match="y_pred.shape"):
@@ -323,12 +335,80 @@ def test_prop_keras_r_squared_ignores_batching(keras_metrics_module, pair, rnd) 
     assert float(metric.result()) == pytest.approx(expected, abs=1e-5)
 
 
+def _personality_result(metric) -> dict[str, float]:
+    return {k: float(v) for k, v in metric.result().items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_personality_metrics_match_sklearn_over_uneven_batches(keras_metrics_module, dtype) -> None:
+    from utils.metrics import PersonalityMetrics
+
+    y, p = (a.astype(dtype) for a in _data())
+    metric = PersonalityMetrics()
+    _feed([metric], y, p)
+    got = _personality_result(metric)
+    assert list(got) == history_metric_names()[1:]  # the history keys, loss aside
+
+    y64, p64 = y.astype(np.float64), p.astype(np.float64)
+    reference = {
+        "mae": mean_absolute_error(y64, p64, multioutput="raw_values"),
+        "mse": mean_squared_error(y64, p64, multioutput="raw_values"),
+        "r_squared": r2_score(y64, p64, multioutput="raw_values"),
+    }
+    for statistic in PER_TRAIT_STATISTICS:
+        for i, trait in enumerate(TRAITS):
+            key = per_trait_metric_name(trait, statistic)
+            assert got[key] == pytest.approx(reference[statistic][i], abs=1e-5), key
+    assert got["mae"] == pytest.approx(mean_absolute_error(y64, p64), abs=1e-5)
+    assert got["mse"] == pytest.approx(mean_squared_error(y64, p64), abs=1e-5)
+    assert got["r_squared"] == pytest.approx(r2_score(y64, p64), abs=1e-5)
+
+
+def test_personality_metrics_equal_the_metrics_they_replace(keras_metrics_module) -> None:
+    """Same values as Keras' MAE/MSE, RSquared and the 15 PerTraitMetric (weighted too)."""
+    import keras
+
+    from utils.metrics import PersonalityMetrics, RSquared, per_trait_metrics
+
+    y, p = (a.astype(np.float32) for a in _data())
+    for w in (None, np.random.default_rng(2).random(len(y)).astype(np.float32)):
+        fused = PersonalityMetrics()
+        old = [
+            keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.MeanSquaredError(name="mse"),
+            RSquared(),
+            *per_trait_metrics(),
+        ]
+        _feed([fused, *old], y, p, w=w)
+        got = _personality_result(fused)
+        assert list(got) == [m.name for m in old]
+        for m in old:
+            assert got[m.name] == pytest.approx(float(m.result()), abs=1e-6), (m.name, w is None)
+
+
+def test_personality_metrics_empty_reset_and_validation(keras_metrics_module) -> None:
+    from utils.metrics import PersonalityMetrics
+
+    y, p = _data()
+    metric = PersonalityMetrics()
+    assert set(_personality_result(metric).values()) == {0.0}  # no data yet
+    metric.update_state(y, p)
+    assert _personality_result(metric)["r_squared"] != 0.0
+    metric.reset_state()
+    assert set(_personality_result(metric).values()) == {0.0}
+    for bad in ((), ("a", "a"), ("a", "")):
+        with pytest.raises(ValueError, match="traits"):
+            PersonalityMetrics(traits=bad)
+
+
 def test_per_trait_metric_names_and_validation(keras_metrics_module) -> None:
-    from utils.metrics import PerTraitMetric, compile_metrics, per_trait_metrics
+    from utils.metrics import PersonalityMetrics, PerTraitMetric, compile_metrics, per_trait_metrics
 
     names = [m.name for m in per_trait_metrics()]
     assert names == [per_trait_metric_name(t, s) for t in TRAITS for s in PER_TRAIT_STATISTICS]
-    assert [m.name for m in compile_metrics()] == history_metric_names()[1:]
+    compiled = compile_metrics()
+    assert [type(m) for m in compiled] == [PersonalityMetrics]
+    assert list(compiled[0].result()) == history_metric_names()[1:]
     with pytest.raises(ValueError, match="statistic"):
         PerTraitMetric(0, "median")
     with pytest.raises(ValueError, match="trait_index"):
@@ -349,6 +429,22 @@ def test_keras_serialize_round_trip(keras_metrics_module) -> None:
         metric.update_state(y, p)
         clone.update_state(y, p)
         assert float(clone.result()) == float(metric.result())
+
+
+def test_personality_metrics_serialize_round_trip(keras_metrics_module) -> None:
+    import keras
+
+    from utils.metrics import PersonalityMetrics
+
+    y, p = _data()
+    metric = PersonalityMetrics(name="pm", traits=("a", "b", "c", "d", "e"))
+    clone = keras.metrics.deserialize(keras.metrics.serialize(metric))
+    assert type(clone) is PersonalityMetrics
+    assert clone.get_config() == metric.get_config()
+    metric.update_state(y, p)
+    clone.update_state(y, p)
+    assert {k: float(v) for k, v in clone.result().items()} == {k: float(v) for k, v in metric.result().items()}
+    assert "a_r_squared" in metric.result()
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +479,7 @@ def test_history_keys_are_exact(trained) -> None:
 def test_save_load_round_trip(trained, ext) -> None:
     import keras
 
-    from utils.metrics import PerTraitMetric, RSquared
+    from utils.metrics import PersonalityMetrics
 
     model, _, x, y, paths = trained
     loaded = keras.models.load_model(paths[ext])
@@ -392,10 +488,28 @@ def test_save_load_round_trip(trained, ext) -> None:
     assert after.keys() == before.keys()
     for key, value in before.items():
         assert after[key] == pytest.approx(value, abs=1e-6), key
-    assert {RSquared, PerTraitMetric} <= _compiled_metric_types(loaded)
+    assert PersonalityMetrics in _compiled_metric_types(loaded)
     # The compiled R² is the streaming one: equal to sklearn on the whole set.
     pred = loaded.predict(x, batch_size=7, verbose=0).astype(np.float64)
     assert after["r_squared"] == pytest.approx(r2_score(y.astype(np.float64), pred), abs=1e-5)
+
+
+def test_models_saved_with_the_earlier_metric_set_still_load(keras_metrics_module, tmp_path) -> None:
+    """Models trained before the fused metric (RSquared + 15 PerTraitMetric) load compiled."""
+    import keras
+
+    from utils.metrics import PerTraitMetric, RSquared, per_trait_metrics
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(NUM_TRAITS)(inputs))
+    model.compile(optimizer="adam", loss=keras.losses.MeanSquaredError(), metrics=[RSquared(), *per_trait_metrics()])
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, NUM_TRAITS), "float32")
+    model.fit(x, y, epochs=1, verbose=0)
+    for ext in ("keras", "h5"):  # .keras first (stack.md)
+        model.save(tmp_path / f"old.{ext}")
+        loaded = keras.models.load_model(tmp_path / f"old.{ext}")
+        loaded.evaluate(x, y, verbose=0)
+        assert {RSquared, PerTraitMetric} <= _compiled_metric_types(loaded), ext
 
 
 def test_fresh_process_loads_after_register(trained) -> None:
@@ -414,7 +528,7 @@ def test_fresh_process_loads_after_register(trained) -> None:
         timeout=120,
         check=True,
     )
-    assert "RSquared" in out.stdout and "PerTraitMetric" in out.stdout
+    assert "PersonalityMetrics" in out.stdout
 
 
 def test_import_does_not_load_tensorflow() -> None:

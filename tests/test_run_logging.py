@@ -249,6 +249,18 @@ def test_batch_log_has_one_record_per_logged_step(run, cosine_run, plateau_run):
     assert not (plateau_run[0] / RL.BATCH_LOG_FILE).exists()  # --batch_log_frequency 0: off
 
 
+def test_steps_per_execution_counts_every_step(tmp_path):
+    out, _ = _train(tmp_path, "--epochs", "2", "--batch_log_frequency", "1", "--steps_per_execution", "2")
+    epochs = RL.read_jsonl(out / RL.EPOCH_LOG_FILE)
+    assert [e["steps"] for e in epochs] == [STEPS, STEPS]
+    assert [e["samples"] for e in epochs] == [N_TRAIN, N_TRAIN]
+    batches = RL.read_jsonl(out / RL.BATCH_LOG_FILE)
+    # one record per graph call (2 steps each, the last call of an epoch may hold 1)
+    assert len(batches) == 2 * math.ceil(STEPS / 2)
+    assert batches[-1]["global_step"] == 2 * STEPS
+    assert [b["step"] for b in batches if b["epoch"] == 1][-1] == STEPS
+
+
 def test_batch_records_carry_loss_per_trait_errors_lr_and_times(run):
     out, _ = run
     batches = RL.read_jsonl(out / RL.BATCH_LOG_FILE)

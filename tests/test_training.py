@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     paths = write_features(root / "data")
     out = root / "results"
-    code = main(train_args(paths, out, "--epochs", "3", "--histogram_freq", "1"))
+    code = main(train_args(paths, out, "--epochs", "3", "--histogram_freq", "1", "--jit_compile"))
     return code, out, paths
 
 

@@ -12,6 +12,16 @@ derives the value with :func:`metrics_from_sums`, ``reset_state`` zeroes. The
 epoch value is therefore exact whatever the batching. ``sample_weight`` is
 supported: row weights of shape ``(batch,)`` or ``(batch, 1)`` weight every
 sum, as scikit-learn's ``sample_weight`` does. With no data yet, results are 0.
+
+Training compiles one metric, :class:`PersonalityMetrics` (see
+:func:`compile_metrics`): a single float64 sums array for all five traits,
+updated once per step, whose ``result()`` is a dict of every history key
+(Keras 3 spreads a dict result into the logs). It replaces the earlier 18
+compiled metrics (Keras MAE and MSE, :class:`RSquared` and 15
+:class:`PerTraitMetric`), which recomputed the sums 17 times and derived every
+statistic 16 times per step; the history keys and values are the same (see
+``docs/performance.md``). :class:`RSquared` and :class:`PerTraitMetric` stay
+for code that wants one scalar metric, and models saved with them still load.
 """
 
 from __future__ import annotations
@@ -21,10 +31,10 @@ from typing import Any
 import keras
 from keras import ops
 
-from utils.constants import NUM_TRAITS, PER_TRAIT_STATISTICS, TRAITS, per_trait_metric_name
+from utils.constants import NUM_TRAITS, OVERALL_METRICS, PER_TRAIT_STATISTICS, TRAITS, per_trait_metric_name
 from utils.metrics import METRIC_NAMES, SUM_FIELDS, batch_sums, metrics_from_sums
 
-__all__ = ["PerTraitMetric", "RSquared", "compile_metrics", "per_trait_metrics"]
+__all__ = ["PerTraitMetric", "PersonalityMetrics", "RSquared", "compile_metrics", "per_trait_metrics"]
 
 _PACKAGE = "personality"
 
@@ -128,6 +138,50 @@ class PerTraitMetric(_SumsMetric):
         }
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PersonalityMetrics(_SumsMetric):
+    """Every compiled training metric at once: one state, one dict result.
+
+    ``result()`` returns ``{"mae", "mse", "r_squared"}`` (uniform averages
+    over the traits, like ``sklearn`` ``multioutput="uniform_average"``; since
+    every sample has a value for every trait, the overall MAE and MSE equal
+    Keras' ``MeanAbsoluteError`` and ``MeanSquaredError``) plus
+    ``<trait>_<statistic>`` for every trait and each statistic of
+    :data:`PER_TRAIT_STATISTICS`, all scalars. Keras 3 merges a dict result
+    into the logs, so the history, TensorBoard (``epoch_openness_r_squared``)
+    and the ``val_`` twins see the same keys as with one metric per value.
+
+    Args:
+        name: the metric's own name (not a history key).
+        traits: output names in column order; the keys follow them.
+    """
+
+    def __init__(
+        self, name: str = "personality_metrics", traits: tuple[str, ...] | list[str] = TRAITS, dtype: Any = None
+    ) -> None:
+        traits = tuple(traits)
+        if not traits or not all(isinstance(t, str) and t for t in traits) or len(set(traits)) != len(traits):
+            raise ValueError(
+                f"Invalid value for argument `traits`. Expected distinct non-empty names. Received: traits={traits!r}"
+            )
+        super().__init__(num_outputs=len(traits), name=name, dtype=dtype)
+        self.traits = traits
+        self._statistics = tuple(dict.fromkeys((*OVERALL_METRICS, *PER_TRAIT_STATISTICS)))
+
+    def result(self) -> dict[str, Any]:
+        values = metrics_from_sums(
+            ops.convert_to_tensor(self.sums), xp=ops, empty_value=0.0, names=self._statistics
+        )
+        out = {name: ops.cast(ops.mean(values[name]), self.dtype) for name in OVERALL_METRICS}
+        for i, trait in enumerate(self.traits):
+            for statistic in PER_TRAIT_STATISTICS:
+                out[per_trait_metric_name(trait, statistic)] = ops.cast(values[statistic][i], self.dtype)
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "traits": list(self.traits)}
+
+
 def per_trait_metrics() -> list[PerTraitMetric]:
     """The 15 scalar per-trait metrics, trait-major (trait, then statistic)."""
     return [PerTraitMetric(i, statistic) for i in range(NUM_TRAITS) for statistic in PER_TRAIT_STATISTICS]
@@ -135,10 +189,6 @@ def per_trait_metrics() -> list[PerTraitMetric]:
 
 def compile_metrics() -> list[keras.metrics.Metric]:
     """Metrics for ``model.compile``: history keys ``mae``, ``mse``, ``r_squared``
-    and ``<trait>_<statistic>`` (plus ``loss`` and the ``val_`` twins)."""
-    return [
-        keras.metrics.MeanAbsoluteError(name="mae"),
-        keras.metrics.MeanSquaredError(name="mse"),
-        RSquared(),
-        *per_trait_metrics(),
-    ]
+    and ``<trait>_<statistic>`` (plus ``loss`` and the ``val_`` twins), all from
+    one :class:`PersonalityMetrics`."""
+    return [PersonalityMetrics()]

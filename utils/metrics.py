@@ -11,12 +11,13 @@ The math lives in two pure functions written against an array namespace
 Because the sums are additive, every streaming result is exact whatever the
 batch sizes or order (see ``docs`` "Metric definitions"). The NumPy one-shot
 API (:func:`regression_report`, :class:`StreamingRegressionSums`) and the Keras
-metrics (:class:`RSquared`, :class:`PerTraitMetric`, built in
-``utils.keras_metrics``) both call these two functions.
+metrics (:class:`PersonalityMetrics`, the one compiled for training, and
+:class:`RSquared`, :class:`PerTraitMetric`, built in ``utils.keras_metrics``)
+all call these two functions.
 
 This module does not import TensorFlow or Keras. The Keras names
-``RSquared``, ``PerTraitMetric``, ``per_trait_metrics`` and
-``compile_metrics`` are loaded lazily on first access (``from utils.metrics
+``PersonalityMetrics``, ``RSquared``, ``PerTraitMetric``, ``per_trait_metrics``
+and ``compile_metrics`` are loaded lazily on first access (``from utils.metrics
 import RSquared`` works); that access also registers the classes with Keras,
 which ``keras.models.load_model`` needs to load a saved model without
 ``custom_objects`` (a loading script that touches none of them calls
@@ -34,6 +35,7 @@ from utils.constants import NUM_TRAITS, TRAITS
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from utils.keras_metrics import (  # noqa: F401
+        PersonalityMetrics,
         PerTraitMetric,
         RSquared,
         compile_metrics,
@@ -44,6 +46,7 @@ __all__ = [
     "METRIC_NAMES",
     "SUM_FIELDS",
     "PerTraitMetric",
+    "PersonalityMetrics",
     "RSquared",
     "StreamingRegressionSums",
     "baseline_predictions",
@@ -82,7 +85,7 @@ METRIC_NAMES: tuple[str, ...] = (
 # few 1e-16 of sum_y2, so values this small carry no correct digit anyway.
 CONSTANT_RTOL = 1e-12
 
-_KERAS_NAMES = ("RSquared", "PerTraitMetric", "per_trait_metrics", "compile_metrics")
+_KERAS_NAMES = ("RSquared", "PerTraitMetric", "PersonalityMetrics", "per_trait_metrics", "compile_metrics")
 
 
 def _to_float64(x: Any, xp: Any) -> Any:
@@ -121,7 +124,12 @@ def batch_sums(y_true: Any, y_pred: Any, sample_weight: Any = None, xp: Any = np
     return xp.stack([xp.sum(t, axis=0) for t in terms], axis=0)
 
 
-def metrics_from_sums(sums: Any, xp: Any = np, empty_value: float = float("nan")) -> dict[str, Any]:
+def metrics_from_sums(
+    sums: Any,
+    xp: Any = np,
+    empty_value: float = float("nan"),
+    names: tuple[str, ...] | list[str] | None = None,
+) -> dict[str, Any]:
     """Per-output metrics from accumulated :func:`batch_sums`.
 
     Args:
@@ -129,10 +137,15 @@ def metrics_from_sums(sums: Any, xp: Any = np, empty_value: float = float("nan")
         xp: ``numpy`` or ``keras.ops``.
         empty_value: value of every metric for an output with no data
             (count 0); the Keras metrics pass 0.0.
+        names: return only these metrics (a subset of :data:`METRIC_NAMES`,
+            in this order); ``None`` returns all. Values do not depend on the
+            choice. Inside a ``tf.function`` (Keras' train step) the ops of the
+            metrics left out are pruned from the graph, so the fused training
+            metric pays only for ``mae``, ``mse`` and ``r_squared``.
 
     Returns:
-        Dict from each name in :data:`METRIC_NAMES` to a vector of length
-        ``n_outputs``:
+        Dict from each name in :data:`METRIC_NAMES` (or ``names``) to a vector
+        of length ``n_outputs``:
 
         * ``r_squared`` = 1 - SS_res / SS_tot, not clipped. A constant target
           column (SS_tot <= ``CONSTANT_RTOL`` * sum_y2) follows
@@ -143,6 +156,11 @@ def metrics_from_sums(sums: Any, xp: Any = np, empty_value: float = float("nan")
           against rounding.
         * ``accuracy`` is the ChaLearn accuracy 1 - MAE.
     """
+    wanted = METRIC_NAMES if names is None else tuple(names)
+    if not set(wanted) <= set(METRIC_NAMES):
+        raise ValueError(
+            f"Invalid value for argument `names`. Expected a subset of {METRIC_NAMES}. Received: names={wanted}"
+        )
     count, sum_y, sum_y2, sum_p, sum_p2, sum_yp, sum_abs, sum_sq = (sums[i] for i in range(len(SUM_FIELDS)))
     has_data = count > 0
     mae = _safe_div(sum_abs, count, has_data, 0.0, xp)
@@ -178,7 +196,7 @@ def metrics_from_sums(sums: Any, xp: Any = np, empty_value: float = float("nan")
         "ccc": xp.clip(ccc, -1.0, 1.0),
         "accuracy": 1.0 - mae,
     }
-    return {name: xp.where(has_data, v, empty_value) for name, v in values.items()}
+    return {name: xp.where(has_data, values[name], empty_value) for name in wanted}
 
 
 def _check_pair(y_true: Any, y_pred: Any, num_outputs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +291,7 @@ def baseline_predictions(train_label_means: Any, n: int) -> np.ndarray:
 
 
 def register_keras_objects() -> ModuleType:
-    """Import Keras and register :class:`RSquared` and :class:`PerTraitMetric`.
+    """Import Keras and register :class:`PersonalityMetrics`, :class:`RSquared` and :class:`PerTraitMetric`.
 
     Call this (or touch any Keras name of this module) before
     ``keras.models.load_model`` on a model compiled with :func:`compile_metrics`

@@ -647,12 +647,21 @@ def _make_callback(run: RunLogger, train_batches: Any) -> Any:
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             now = perf_counter()
+            # With steps_per_execution = k, Keras calls this once per k steps with
+            # ``batch`` = the index of the last one: count steps from ``batch``.
+            # Keras reports batch = start + k - 1 even for a shorter last call: cap at the epoch's steps.
+            last = batch + 1
+            if self.params.get("steps"):
+                last = min(last, int(self.params["steps"]))
+            done = max(1, last - self.epoch_step)
             seconds = now - self._step_begin
-            self.epoch_steps.append(seconds)
+            self.epoch_steps.extend([seconds / done] * done)
             self._last_end = self._train_done = now
-            self.global_step += 1
-            self.epoch_step += 1
-            if self.frequency and self.global_step % self.frequency == 0 and self._batch_fh is not None:
+            previous = self.global_step
+            self.global_step += done
+            self.epoch_step += done
+            crossed = self.frequency and self.global_step // self.frequency > previous // self.frequency
+            if crossed and self._batch_fh is not None:
                 record = {
                     "epoch": self._epoch + 1,
                     "step": self.epoch_step,
