@@ -79,7 +79,7 @@ def build_parser() -> Parser:
     g.add_argument(
         "--steps_per_execution",
         type=positive_int,
-        default=1,
+        default=8,
         help="training steps per graph call: fewer Python round trips, but batch-level logs and the NaN check "
         "then see every k-th step",
     )

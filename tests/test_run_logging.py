@@ -42,7 +42,8 @@ N_VAL = round(N_SAMPLES * 0.2)
 N_TRAIN = N_SAMPLES - N_VAL
 BATCH = 16  # train_args default
 STEPS = math.ceil(N_TRAIN / BATCH)
-RUN_ARGS = ("--epochs", "3", "--batch_log_frequency", "1")
+# one step per graph call, so every batch reaches the callbacks (the default is 8)
+RUN_ARGS = ("--epochs", "3", "--batch_log_frequency", "1", "--steps_per_execution", "1")
 
 
 def _train(root: Path, *extra: str) -> tuple[Path, dict[str, str]]:
@@ -74,6 +75,7 @@ def cosine_run(tmp_path_factory):
     return _train(
         tmp_path_factory.mktemp("cosine"),
         "--epochs", "3", "--schedule", "cosine", "--fusion", "concat", "--batch_log_frequency", "2",
+        "--steps_per_execution", "1",
     )
 
 
