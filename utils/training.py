@@ -148,27 +148,6 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
-class EpochContext:
-    """Factory for the first callback: epoch-seeded data order and the learning rate in the logs."""
-
-    @staticmethod
-    def create(batches: list[EpochBatches]) -> Any:
-        import keras
-
-        class _EpochContext(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-                for b in batches:
-                    b.epoch = epoch
-
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                if logs is not None:
-                    logs["learning_rate"] = float(
-                        keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-                    )
-
-        return _EpochContext()
-
-
 def make_callbacks(
     cfg: TrainConfig, batches: list[EpochBatches], history: History, leading: list[Any] | None = None
 ) -> list[Any]:
@@ -180,6 +159,17 @@ def make_callbacks(
     import keras
 
     out = cfg.output_dir
+
+    class EpochContext(keras.callbacks.Callback):
+        """First callback: epoch-seeded data order, and the learning rate in the logs."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            for b in batches:
+                b.epoch = epoch
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is not None:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     class HistoryWriter(keras.callbacks.Callback):
         """Append each epoch's logs and rewrite both history files atomically."""
@@ -225,7 +215,7 @@ def make_callbacks(
             super().on_test_end(self._keep(logs))
 
     callbacks: list[Any] = [
-        EpochContext.create(batches),
+        EpochContext(),
         *(leading or []),
         HistoryWriter(),
         keras.callbacks.TerminateOnNaN(),
