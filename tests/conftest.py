@@ -89,3 +89,12 @@ def assert_real_image(path: Path, min_colors: int = 64) -> None:
     rgb = (pixels.reshape(-1, 3) * 255).astype(np.uint32)
     colors = np.unique(rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2])
     assert len(colors) >= min_colors, f"{path.name}: only {len(colors)} distinct colors"
+
+
+def ccc_two_pass(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Lin's CCC per column with population moments, two passes."""
+    my, mp = y.mean(axis=0), p.mean(axis=0)
+    vy = ((y - my) ** 2).mean(axis=0)
+    vp = ((p - mp) ** 2).mean(axis=0)
+    cov = ((y - my) * (p - mp)).mean(axis=0)
+    return 2 * cov / (vy + vp + (my - mp) ** 2)

@@ -17,7 +17,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 import scripts.analyze_model_predictions as analyze
 from scripts.train_personality_model import main as train_main
-from tests.conftest import REPO, assert_real_image, train_args, write_features
+from tests.conftest import REPO, assert_real_image, ccc_two_pass, train_args, write_features
 from utils import constants as C
 from utils import plotting as P
 from utils.analysis import METRICS_FILE, PREDICTION_COLUMNS, PREDICTIONS_CSV, PREDICTIONS_NPY
@@ -26,15 +26,6 @@ from utils.data import split_indices
 SCRIPT = REPO / "scripts" / "analyze_model_predictions.py"
 N = 48
 TOL = 1e-6
-
-
-def _ccc_two_pass(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Lin's CCC per column with population moments, two passes."""
-    my, mp = y.mean(axis=0), p.mean(axis=0)
-    vy = ((y - my) ** 2).mean(axis=0)
-    vp = ((p - mp) ** 2).mean(axis=0)
-    cov = ((y - my) * (p - mp)).mean(axis=0)
-    return 2 * cov / (vy + vp + (my - mp) ** 2)
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,7 +108,7 @@ def test_metrics_json_matches_sklearn_and_scipy_on_predictions_csv(run):
         "mse": mean_squared_error(y, p, multioutput="raw_values"),
         "r_squared": r2_score(y, p, multioutput="raw_values"),
         "pearson": np.array([pearsonr(y[:, j], p[:, j]).statistic for j in range(C.NUM_TRAITS)]),
-        "ccc": _ccc_two_pass(y, p),
+        "ccc": ccc_two_pass(y, p),
     }
     expected["rmse"] = np.sqrt(expected["mse"])
     expected["accuracy"] = 1.0 - expected["mae"]

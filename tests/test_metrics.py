@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import pearsonr
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
+from tests.conftest import ccc_two_pass
 from utils.constants import (
     NUM_TRAITS,
     PER_TRAIT_STATISTICS,
@@ -51,15 +52,6 @@ def _split(n: int, sizes: tuple[int, ...] = BATCH_SIZES) -> list[slice]:
     edges = np.cumsum((0, *sizes))
     assert edges[-1] == n
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def _ccc_two_pass(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Lin's CCC per column with population moments, two passes."""
-    my, mp = y.mean(axis=0), p.mean(axis=0)
-    vy = ((y - my) ** 2).mean(axis=0)
-    vp = ((p - mp) ** 2).mean(axis=0)
-    cov = ((y - my) * (p - mp)).mean(axis=0)
-    return 2 * cov / (vy + vp + (my - mp) ** 2)
 
 
 def _sklearn_reference(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> dict:
@@ -105,7 +97,7 @@ def test_regression_report_matches_sklearn_and_scipy() -> None:
     report = regression_report(y, p)
     ref = _sklearn_reference(y, p)
     ref["pearson"] = np.array([pearsonr(y[:, i], p[:, i]).statistic for i in range(NUM_TRAITS)])
-    ref["ccc"] = _ccc_two_pass(y, p)
+    ref["ccc"] = ccc_two_pass(y, p)
 
     assert report["n"] == len(y)
     assert list(report["per_trait"]) == list(TRAITS)
@@ -165,7 +157,7 @@ def test_undefined_cases_give_nan_in_numpy_and_no_warning() -> None:
         const_y = _numpy_metrics(y, p)
         same = _numpy_metrics(y, y)
     assert np.isnan(const_y["pearson"]).all()
-    np.testing.assert_allclose(const_y["ccc"], _ccc_two_pass(y, p))  # 0: a constant label
+    np.testing.assert_allclose(const_y["ccc"], ccc_two_pass(y, p))  # 0: a constant label
     assert np.isnan(same["ccc"]).all()  # 0 / 0: both constant and equal
 
 
@@ -177,7 +169,7 @@ def test_small_spread_on_large_offset_is_not_called_constant() -> None:
     np.testing.assert_allclose(got["r_squared"], r2_score(y, p, multioutput="raw_values"), atol=1e-6)
     ref_pearson = [pearsonr(y[:, i], p[:, i]).statistic for i in range(NUM_TRAITS)]
     np.testing.assert_allclose(got["pearson"], ref_pearson, atol=1e-6)
-    np.testing.assert_allclose(got["ccc"], _ccc_two_pass(y, p), atol=1e-6)
+    np.testing.assert_allclose(got["ccc"], ccc_two_pass(y, p), atol=1e-6)
 
 
 def test_metrics_from_sums_subset_equals_the_full_set() -> None:
