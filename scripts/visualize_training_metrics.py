@@ -29,14 +29,6 @@ from utils.cli import Parser, run_script  # noqa: E402
 
 PROG = "visualize_training_metrics.py"
 
-# Extension point (Phase 4.3 logging): utils.run_plots, written separately, adds
-# learning_rate.png, epoch_time.png, batch_loss.png, attention_entropy.png and
-# dashboard.png. It is optional: without it the Phase 4.2 figures are still written.
-try:
-    from utils.run_plots import plot_run_logs  # type: ignore[import-not-found]  # noqa: E402
-except ImportError:
-    plot_run_logs = None
-
 
 def build_parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
@@ -63,17 +55,17 @@ def run(args: argparse.Namespace) -> int:
     from utils.errors import InputError
     from utils.history import load_history
     from utils.plotting import plot_training_history
+    from utils.run_plots import plot_run_logs
     from utils.training import check_writable
 
     history = load_history(args.history, trust_pickle=args.trust_pickle)
     output = Path(args.output)
     check_writable(output)  # refuse before anything is drawn or written
     written = plot_training_history(history, output)
-    if plot_run_logs is not None:  # Phase 4.3 figures, when that module is present
-        try:
-            written += [Path(p) for p in plot_run_logs(args.history, output)]
-        except InputError as exc:  # the Phase 4.2 figures above are written already
-            logging.getLogger(PROG).warning("run-log figures skipped: %s", exc)
+    try:  # Phase 4.3 figures, from the run logs beside the history (skipped where absent)
+        written += [Path(p) for p in plot_run_logs(args.history, output)]
+    except InputError as exc:  # the Phase 4.2 figures above are written already
+        logging.getLogger(PROG).warning("run-log figures skipped: %s", exc)
     print(f"Wrote {len(written)} figure(s) to {output}:")
     for path in written:
         print(f"  {path}")

@@ -39,7 +39,9 @@ def real_run_plots() -> None:
 def _only_phase_4_2_figures(request, monkeypatch) -> None:
     """Tests check this script's own figures; utils.run_plots runs only where requested."""
     if "real_run_plots" not in request.fixturenames:
-        monkeypatch.setattr(viz, "plot_run_logs", None)
+        import utils.run_plots
+
+        monkeypatch.setattr(utils.run_plots, "plot_run_logs", lambda history, output: [])
 
 
 def _history(run: Path) -> np.ndarray:
@@ -191,7 +193,9 @@ def test_missing_history_is_an_input_error(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_run_plots_extension_point_adds_its_files(run, tmp_path, monkeypatch, capsys):
+def test_the_script_draws_the_run_log_figures_and_lists_them(run, tmp_path, monkeypatch, capsys):
+    import utils.run_plots
+
     calls = []
 
     def fake_plot_run_logs(history_path, output_dir):
@@ -200,7 +204,7 @@ def test_run_plots_extension_point_adds_its_files(run, tmp_path, monkeypatch, ca
         extra.write_bytes(b"")
         return [extra]
 
-    monkeypatch.setattr(viz, "plot_run_logs", fake_plot_run_logs)
+    monkeypatch.setattr(utils.run_plots, "plot_run_logs", fake_plot_run_logs)
     out = tmp_path / "viz_ext"
     assert viz.main(["--history", str(run / C.HISTORY_FILE), "--output", str(out)]) == 0
     assert calls == [(str(run / C.HISTORY_FILE), out)]
