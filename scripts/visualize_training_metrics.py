@@ -54,9 +54,9 @@ def build_parser() -> Parser:
 def run(args: argparse.Namespace) -> int:
     from utils.errors import InputError
     from utils.history import load_history
+    from utils.io import check_writable
     from utils.plotting import plot_training_history
     from utils.run_plots import plot_run_logs
-    from utils.training import check_writable
 
     history = load_history(args.history, trust_pickle=args.trust_pickle)
     output = Path(args.output)

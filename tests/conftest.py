@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,14 @@ def ccc_two_pass(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     vp = ((p - mp) ** 2).mean(axis=0)
     cov = ((y - my) * (p - mp)).mean(axis=0)
     return 2 * cov / (vy + vp + (my - mp) ** 2)
+
+
+def run_script_expecting_input_error(script: Path, argv: list[str], out: Path) -> str:
+    """Run a script as a user would; check exit 2, one stderr line, no output folder; return stderr."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()
+    return proc.stderr

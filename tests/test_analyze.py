@@ -6,8 +6,6 @@ import csv
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,14 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 import scripts.analyze_model_predictions as analyze
 from scripts.train_personality_model import main as train_main
-from tests.conftest import REPO, assert_real_image, ccc_two_pass, train_args, write_features
+from tests.conftest import (
+    REPO,
+    assert_real_image,
+    ccc_two_pass,
+    run_script_expecting_input_error,
+    train_args,
+    write_features,
+)
 from utils import constants as C
 from utils import plotting as P
 from utils.analysis import METRICS_FILE, PREDICTION_COLUMNS, PREDICTIONS_CSV, PREDICTIONS_NPY
@@ -308,14 +313,8 @@ def test_validation_split_on_other_files_is_refused(run, tmp_path, capsys):
 
 def test_cli_error_is_one_line_and_exit_2(run, tmp_path):
     out = tmp_path / "o"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *_args(run, out, model=tmp_path / "missing.h5")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "missing.h5" in proc.stderr
-    assert not out.exists()
+    err = run_script_expecting_input_error(SCRIPT, _args(run, out, model=tmp_path / "missing.h5"), out)
+    assert "missing.h5" in err
 
 
 def test_auto_split_holds_out_the_validation_rows_of_the_training_files_only(run, tmp_path):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,13 @@ import pytest
 
 import scripts.visualize_training_metrics as viz
 from scripts.train_personality_model import main as train_main
-from tests.conftest import REPO, assert_real_image, train_args, write_features
+from tests.conftest import (
+    REPO,
+    assert_real_image,
+    run_script_expecting_input_error,
+    train_args,
+    write_features,
+)
 from utils import constants as C
 from utils import plotting as P
 from utils.history import load_history
@@ -176,14 +180,8 @@ def test_pickled_history_is_read_with_trust_pickle(run, tmp_path):
 def test_cli_error_is_one_line_and_exit_2(run, tmp_path):
     hist = _pickled_history(run, tmp_path / "old_cli")
     out = tmp_path / "viz_cli"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--history", str(hist), "--output", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "--trust_pickle" in proc.stderr
-    assert not out.exists()
+    err = run_script_expecting_input_error(SCRIPT, ["--history", str(hist), "--output", str(out)], out)
+    assert "--trust_pickle" in err
 
 
 def test_missing_history_is_an_input_error(tmp_path, capsys):

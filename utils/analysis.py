@@ -498,7 +498,7 @@ class AnalysisResult:
 
 def run_analysis(cfg: AnalysisConfig) -> AnalysisResult:
     """Validate, predict, then write metrics.json, the predictions and the figures."""
-    from utils.training import check_writable
+    from utils.io import check_writable
 
     # 1. Validate everything and compute; nothing is written in this phase.
     check_model_path(cfg.model)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
@@ -104,3 +106,24 @@ def save_model(model: Any, path: str | Path) -> None:
         absl.addFilter(_LegacyH5Notice())
     with atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse an output folder that cannot be created or written, leaving nothing behind.
+
+    The nearest existing folder gets a temporary probe file (removed at
+    once): permission bits alone do not tell for root or read-only mounts.
+    """
+    probe = Path(folder).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"expected a folder for the outputs, found a file at {probe}", str(folder))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"expected a writable output folder, found that {probe} cannot be written ({exc.strerror})",
+            str(folder),
+        ) from None

@@ -34,7 +34,7 @@ from utils.io import atomic_path, write_json
 RESUME_DIR = "resume"
 STATE_FILE = "state.json"
 # Settings that may differ between the killed run and its resumption.
-RESUMABLE_DIFFERENCES = frozenset({"epochs", "verbose", "resume", "overwrite", "patience", "wandb", "wandb_mode"})
+RESUMABLE_DIFFERENCES = frozenset({"epochs", "verbose", "resume", "patience", "wandb", "wandb_mode"})
 
 
 def state_path(output_dir: Path) -> Path:

@@ -25,14 +25,9 @@ ARCHIVE_DIR = "previous_runs"
 def run_entries(output_dir: Path, model_path: Path | None = None) -> list[Path]:
     """The toolkit-owned files and folders of the run in ``output_dir`` that exist."""
     from utils.resume import RESUME_DIR
+    from utils.run_logging import RUN_LOG_FILES
 
-    names = set(C.RUN_OUTPUT_NAMES) | {RESUME_DIR}
-    try:
-        from utils import run_logging
-
-        names |= set(getattr(run_logging, "RUN_LOG_FILES", ()))
-    except ImportError:  # pragma: no cover - run_logging is part of the toolkit
-        pass
+    names = set(C.RUN_OUTPUT_NAMES) | {RESUME_DIR} | set(RUN_LOG_FILES)
     entries = {output_dir / n for n in names}
     if model_path is not None:
         entries.add(model_path)

@@ -22,7 +22,7 @@ from utils import constants as C
 from utils.data import Dataset, EpochBatches, feature_statistics, label_means, load_dataset, split_indices
 from utils.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, InputError, TrainingStopped
 from utils.history import History, save_history
-from utils.io import save_model, write_json
+from utils.io import check_writable, save_model, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -123,29 +123,6 @@ def prepare(cfg: TrainConfig) -> Prepared:
             )
         check_compatible(resume_state, cfg.to_dict(), state_path(cfg.output_dir))
     return Prepared(data, train_idx, val_idx, label_means(data.labels, train_idx), resume_state)
-
-
-def check_writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be created or written, leaving nothing behind.
-
-    The nearest existing folder gets a temporary probe file (removed at
-    once): permission bits alone do not tell for root or read-only mounts.
-    """
-    import tempfile
-
-    probe = Path(folder).absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"expected a folder for the outputs, found a file at {probe}", str(folder))
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise InputError(
-            f"expected a writable output folder, found that {probe} cannot be written ({exc.strerror})",
-            str(folder),
-        ) from None
 
 
 def make_callbacks(
