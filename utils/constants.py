@@ -79,3 +79,29 @@ RUN_OUTPUT_NAMES: tuple[str, ...] = (
     PREDICTION_ANALYSIS_DIR,
     "wandb",
 )
+
+# Clip ids and groups (utils.ids): the group is the first capture group of this
+# regex applied to the clip id. The default fits ChaLearn First Impressions
+# (`<YouTube id>.<nnn>.mp4`): the part before the first dot.
+DEFAULT_GROUP_PATTERN = r"^([^.]+)\."
+SPLIT_MODES: tuple[str, ...] = ("group", "random")
+
+# Bootstrap intervals on single-run metrics (utils.bootstrap).
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CONFIDENCE_LEVEL = 0.95
+
+# Files scripts/cross_validate.py writes into its experiment folder.
+CV_FOLDS_FILE = "folds.csv"
+CV_RESULTS_FILE = "results.csv"
+CV_SUMMARY_FILE = "summary.json"
+CV_CONFIG_FILE = "cross_validation.json"
+CV_RUNS_DIR = "runs"
+CV_JOB_RESULT_FILE = "cv_result.json"
+CV_R2_FIGURE = "cv_r2_per_trait.png"
+CV_DIFFERENCE_FIGURE = "cv_paired_differences.png"
+# Variants besides the fusion modes: ridge on pooled features, training-fold mean.
+CV_BASELINE_VARIANTS: tuple[str, ...] = ("ridge", "mean")
+# Metrics and columns of results.csv (long form).
+CV_METRICS: tuple[str, ...] = ("r2", "mae", "mse", "pearson", "ccc", "accuracy")
+CV_RESULTS_COLUMNS: tuple[str, ...] = ("variant", "fold", "seed", "trait", "metric", "value")
