@@ -23,65 +23,17 @@ All custom layers are registered serializable, so a saved ``.h5`` or
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from utils.constants import ATTENTION_DIRECTIONS, FUSION_MODES, NUM_TRAITS
+from models.config import ModelConfig  # the hyperparameters live beside, without Keras
+from utils.constants import NUM_TRAITS
 
 PACKAGE = "personality"
 
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Hyperparameters of the fusion model, each with a sensible default."""
-
-    width: int = 64  # common token width both streams are projected to
-    num_heads: int = 4  # attention heads per cross-attention block
-    depth: int = 1  # stacked cross-attention blocks per direction
-    dropout: float = 0.1  # dropout in attention, feed-forward and head
-    ff_multiplier: int = 2  # feed-forward hidden width = ff_multiplier * width
-    head_units: int = 64  # hidden units of the dense head
-    pooled_tokens: int = 8  # tokens a pooled (N, D) vector is split into
-    fusion: str = "cross_attention"  # one of FUSION_MODES
-
-    def __post_init__(self) -> None:
-        if self.fusion not in FUSION_MODES:
-            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
-        for name in ("width", "num_heads", "depth", "ff_multiplier", "head_units"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.pooled_tokens < 2:
-            raise ValueError(f"pooled_tokens must be at least 2, got {self.pooled_tokens}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.width % self.num_heads:
-            raise ValueError(
-                f"width ({self.width}) must be a multiple of num_heads ({self.num_heads})"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def uses_static(self) -> bool:
-        return self.fusion != "dynamic"
-
-    @property
-    def uses_dynamic(self) -> bool:
-        return self.fusion != "static"
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        if self.fusion == "cross_attention":
-            return ATTENTION_DIRECTIONS
-        if self.fusion in ATTENTION_DIRECTIONS:
-            return (self.fusion,)
-        return ()
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -332,6 +284,152 @@ class FusionEncoder(layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PooledQueryFusion(layers.Layer):
+    """One query from the pooled static stream attends over the dynamic segments.
+
+    ``q = W_q mean_t(static)`` (``num_heads`` heads of ``width / num_heads``);
+    the key of dynamic segment ``t`` is a learned position code
+    (``attention_keys="position"``), a projection of its content
+    (``"content"``) or their sum (``"position+content"``); its value is a
+    projection of its content. The attended vector (dropout) is concatenated
+    with both pooled streams, so the pooled features reach the head whatever
+    the attention does: the model contains an MLP on pooled features (the
+    ``concat`` idea without per-token projections) and attention can only add
+    to it. Position keys make "which segment matters for this clip" a
+    second-order function of the inputs (static cue x segment content), which
+    gradient descent finds at First Impressions sizes; content keys make it
+    third order (``docs/accuracy.md``).
+
+    ``flatten_static`` / ``flatten_dynamic``: the stream arrived as one pooled
+    vector split into feature groups, so its pooled summary is the whole
+    vector (the groups concatenated), not the mean of the groups.
+
+    ``call(..., return_attention_scores=True)`` also returns
+    ``{"static_to_dynamic": [(batch, heads, 1, dynamic_tokens)]}``, the shape
+    the analysis and logging tools read from :class:`FusionEncoder`.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        dropout: float,
+        attention_keys: str = "position",
+        flatten_static: bool = False,
+        flatten_dynamic: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = ModelConfig(
+            width=width, num_heads=num_heads, dropout=dropout, fusion="pooled_query", attention_keys=attention_keys
+        )
+        self.flatten_static = bool(flatten_static)
+        self.flatten_dynamic = bool(flatten_dynamic)
+        self.head_dim = self.config.width // self.config.num_heads
+        self.query = layers.Dense(self.config.width, name="query")
+        self.value = layers.Dense(self.config.width, name="value")
+        self.content_key = (
+            layers.Dense(self.config.width, name="content_key")
+            if "content" in self.config.attention_keys
+            else None
+        )
+        self.dropout = layers.Dropout(self.config.dropout)
+
+    def build(self, static_shape: tuple, dynamic_shape: tuple) -> None:
+        self.query.build((static_shape[0], self._summary_dim(static_shape, self.flatten_static)))
+        self.value.build(dynamic_shape)
+        if self.content_key is not None:
+            self.content_key.build(dynamic_shape)
+        if "position" in self.config.attention_keys:
+            self.position_key = self.add_weight(
+                name="position_key",
+                shape=(int(dynamic_shape[1]), self.config.num_heads, self.head_dim),
+                initializer=keras.initializers.RandomNormal(stddev=self.head_dim**-0.5),
+            )
+
+    @staticmethod
+    def _summary_dim(shape: tuple, flatten: bool) -> int:
+        return int(shape[1]) * int(shape[2]) if flatten else int(shape[2])
+
+    def _summary(self, tokens: Any, flatten: bool) -> Any:
+        if flatten:
+            return ops.reshape(tokens, (-1, int(tokens.shape[1]) * int(tokens.shape[2])))
+        return ops.mean(tokens, axis=1)
+
+    def compute_output_shape(self, static_shape: tuple, dynamic_shape: tuple) -> tuple:
+        dims = self._summary_dim(static_shape, self.flatten_static)
+        dims += self._summary_dim(dynamic_shape, self.flatten_dynamic)
+        return (static_shape[0], dims + self.config.width)
+
+    def _logits(self, query: Any, dynamic: Any) -> Any:
+        """``(batch, heads, tokens)`` scores of the query against each segment's key."""
+        heads, tokens = self.config.num_heads, int(dynamic.shape[1])
+        logits = 0.0
+        if self.content_key is not None:
+            keys = ops.reshape(self.content_key(dynamic), (-1, tokens, heads, self.head_dim))
+            logits = logits + ops.einsum("bhd,bthd->bht", query, keys)
+        if "position" in self.config.attention_keys:
+            logits = logits + ops.einsum("bhd,thd->bht", query, self.position_key)
+        return logits / float(self.head_dim) ** 0.5
+
+    def call(
+        self,
+        static: Any,
+        dynamic: Any,
+        training: bool | None = None,
+        return_attention_scores: bool = False,
+    ) -> Any:
+        heads, tokens = self.config.num_heads, int(dynamic.shape[1])
+        static_summary = self._summary(static, self.flatten_static)  # (batch, D_s or T_s * D_s)
+        dynamic_summary = self._summary(dynamic, self.flatten_dynamic)
+        query = ops.reshape(self.query(static_summary), (-1, heads, self.head_dim))
+        values = ops.reshape(self.value(dynamic), (-1, tokens, heads, self.head_dim))
+        weights = ops.softmax(self._logits(query, dynamic), axis=-1)  # (batch, heads, tokens)
+        attended = ops.reshape(ops.einsum("bht,bthd->bhd", weights, values), (-1, self.config.width))
+        fused = ops.concatenate(
+            [static_summary, dynamic_summary, self.dropout(attended, training=training)], axis=-1
+        )
+        if return_attention_scores:
+            return fused, {"static_to_dynamic": [weights[:, :, None, :]]}
+        return fused
+
+    def get_config(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            **super().get_config(),
+            "width": cfg.width,
+            "num_heads": cfg.num_heads,
+            "dropout": cfg.dropout,
+            "attention_keys": cfg.attention_keys,
+            "flatten_static": self.flatten_static,
+            "flatten_dynamic": self.flatten_dynamic,
+        }
+
+
+def fusion_layer(config: ModelConfig, static_shape: tuple[int, ...], dynamic_shape: tuple[int, ...]) -> layers.Layer:
+    """The ``fusion`` layer of ``config.fusion`` for per-sample input shapes."""
+    if config.fusion == "pooled_query":
+        return PooledQueryFusion(
+            width=config.width,
+            num_heads=config.num_heads,
+            dropout=config.dropout,
+            attention_keys=config.attention_keys,
+            flatten_static=len(static_shape) == 1,
+            flatten_dynamic=len(dynamic_shape) == 1,
+            name="fusion",
+        )
+    return FusionEncoder(
+        width=config.width,
+        num_heads=config.num_heads,
+        depth=config.depth,
+        dropout=config.dropout,
+        ff_multiplier=config.ff_multiplier,
+        fusion=config.fusion,
+        name="fusion",
+    )
+
+
 def build_model(
     config: ModelConfig,
     static_shape: tuple[int, ...],
@@ -367,15 +465,7 @@ def build_model(
         if len(shape) == 1:
             x = SplitIntoTokens(config.pooled_tokens, name=f"{stream}_tokens")(x)
         tokens[stream] = x
-    fused = FusionEncoder(
-        width=config.width,
-        num_heads=config.num_heads,
-        depth=config.depth,
-        dropout=config.dropout,
-        ff_multiplier=config.ff_multiplier,
-        fusion=config.fusion,
-        name="fusion",
-    )(tokens["static"], tokens["dynamic"])
+    fused = fusion_layer(config, static_shape, dynamic_shape)(tokens["static"], tokens["dynamic"])
     x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(fused)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     bias = "zeros"
