@@ -50,8 +50,8 @@ MODEL_SUFFIXES = (".h5", ".keras")
 # Metrics where a smaller value is better; for the others larger is better.
 LOWER_IS_BETTER: tuple[str, ...] = ("mae", "mse", "rmse")
 METRICS_FILE = "metrics.json"
-PREDICTIONS_CSV = "predictions.csv"
-PREDICTIONS_NPY = "predictions.npy"
+PREDICTIONS_CSV = C.PREDICTIONS_CSV
+PREDICTIONS_NPY = C.PREDICTIONS_NPY
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "index",
     *(f"{kind}_{trait}" for trait in C.TRAITS for kind in ("true", "pred")),
@@ -274,7 +274,9 @@ def predict(
 
     Returns the labels and predictions of those rows (float64, ``(n, 5)``, in
     ``indices`` order) and the streaming metric sums over them. Only one batch
-    of features is in memory at a time.
+    of features is in memory at a time. Without labels (``data.labels`` of
+    shape ``(N, 0)``, as :func:`load_dataset` gives) the labels returned are
+    ``(n, 0)`` and the sums stay empty.
     """
     import keras
 
@@ -288,10 +290,11 @@ def predict(
         static = np.asarray(data.static[idx], dtype="float32")
         dynamic = np.asarray(data.dynamic[idx], dtype="float32")
         pred = np.asarray(model.predict_on_batch([static, dynamic]), dtype="float64")
-        y = np.asarray(data.labels[idx], dtype="float64")
-        if pred.shape != y.shape:
+        y = np.asarray(data.labels[idx], dtype="float64")  # (batch, 0) when there are no labels
+        if pred.shape != (len(idx), C.NUM_TRAITS):
             raise InputError(f"expected a model with {C.NUM_TRAITS} outputs, found predictions of shape {pred.shape[1:]}")
-        sums.update(y, pred)
+        if y.shape[1]:
+            sums.update(y, pred)
         y_parts.append(y)
         p_parts.append(pred)
         done += len(idx)

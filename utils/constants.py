@@ -105,3 +105,13 @@ CV_BASELINE_VARIANTS: tuple[str, ...] = ("ridge", "mean")
 # Metrics and columns of results.csv (long form).
 CV_METRICS: tuple[str, ...] = ("r2", "mae", "mse", "pearson", "ccc", "accuracy")
 CV_RESULTS_COLUMNS: tuple[str, ...] = ("variant", "fold", "seed", "trait", "metric", "value")
+
+# Files scripts/predict_personality.py writes (the .csv path is --output; the
+# others sit beside it with the same stem), and the SavedModel of export_model.py.
+PREDICTIONS_CSV = "predictions.csv"
+PREDICTIONS_NPY = "predictions.npy"  # the .npy beside the default .csv
+PREDICTIONS_NPY_SUFFIX = ".npy"  # predictions.csv -> predictions.npy, (N, 5) float32
+PREDICTIONS_INFO_SUFFIX = "_info.json"  # predictions.csv -> predictions_info.json (provenance)
+PREDICTION_ID_COLUMN = "id"
+SAVED_MODEL_DIR = "saved_model"  # default export folder (TensorFlow Serving: <base>/<version>/)
+SERVING_SIGNATURE = "serving_default"  # the SavedModel signature TensorFlow Serving calls by default
