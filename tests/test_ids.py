@@ -127,3 +127,73 @@ def test_clips_sharing_a_group():
     assert clips_sharing_a_group(None, np.array([0]), np.array([1])) is None
     # train rows hold groups a and c; eval rows 1 (a), 2 (b), 4 (c), 5 (d) -> 2 share.
     assert clips_sharing_a_group(groups, np.array([0, 3]), np.array([1, 2, 4, 5])) == 2
+
+
+# ------------------------------------------------------------------ the training split (utils.splits)
+
+
+def test_group_split_keeps_groups_whole_and_close_to_the_share():
+    from utils.splits import make_split
+
+    rng = np.random.default_rng(4)
+    groups = np.array([f"p{k}" for k in rng.integers(0, 50, size=400)])
+    split = make_split(400, 0.2, seed=42, method="group", groups=groups)
+    assert split.method == "group"
+    assert not set(groups[split.train]) & set(groups[split.val])
+    assert sorted([*split.train, *split.val]) == list(range(400))
+    assert abs(len(split.val) - 80) <= 15
+    assert split.leakage == {"groups_known": True, "val_clips": len(split.val), "val_clips_sharing_a_group_with_train": 0}
+
+
+def test_random_split_counts_leaks_and_warns(caplog):
+    from utils.data import split_indices
+    from utils.splits import make_split
+
+    groups = np.repeat([f"p{k}" for k in range(40)], 5)
+    with caplog.at_level("WARNING"):
+        split = make_split(200, 0.2, seed=42, method="random", groups=groups)
+    train, val = split_indices(200, 0.2, 42)
+    assert split.train.tolist() == train.tolist() and split.val.tolist() == val.tolist()
+    shared = int(np.isin(groups[val], groups[train]).sum())  # independent count
+    assert shared > 0 and split.leakage["val_clips_sharing_a_group_with_train"] == shared
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    assert f"{shared} of {len(val)} validation clips" in caplog.records[0].getMessage()
+    # Without groups the group split is the random split (every clip its own group), leakage unknown.
+    plain = make_split(200, 0.2, seed=42, method="group", groups=None)
+    assert plain.val.tolist() == val.tolist() and plain.leakage["val_clips_sharing_a_group_with_train"] is None
+
+
+def test_explicit_rows_are_checked(tmp_path):
+    from utils.splits import make_split
+
+    np.save(tmp_path / "train.npy", np.array([0, 1, 2, 3]))
+    np.save(tmp_path / "val.npy", np.array([4, 5]))
+    split = make_split(8, 0.2, 0, rows=(str(tmp_path / "train.npy"), str(tmp_path / "val.npy")))
+    assert split.method == "rows" and split.train.tolist() == [0, 1, 2, 3] and split.val.tolist() == [4, 5]
+    np.save(tmp_path / "bad.npy", np.array([3, 9]))
+    with pytest.raises(InputError, match=r"in \[0, 7\].*found 3 to 9"):
+        make_split(8, 0.2, 0, rows=(str(tmp_path / "train.npy"), str(tmp_path / "bad.npy")))
+    np.save(tmp_path / "overlap.npy", np.array([3, 4]))
+    with pytest.raises(InputError, match="disjoint"):
+        make_split(8, 0.2, 0, rows=(str(tmp_path / "train.npy"), str(tmp_path / "overlap.npy")))
+    np.save(tmp_path / "float.npy", np.array([0.5]))
+    with pytest.raises(InputError, match="integer row indices"):
+        make_split(8, 0.2, 0, rows=(str(tmp_path / "float.npy"), str(tmp_path / "val.npy")))
+
+
+def test_hash_cache_reuses_and_invalidates(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from utils import hashing
+
+    monkeypatch.setenv(hashing.CACHE_ENV, str(tmp_path / "cache.json"))
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"abc" * 1000)
+    assert hashing.sha256_cached(data) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    calls = []
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: calls.append(p) or "recomputed")
+    assert hashing.sha256_cached(data) == hashlib.sha256(b"abc" * 1000).hexdigest() and not calls
+    data.write_bytes(b"abd" * 1000)
+    os.utime(data, ns=(1, 2))  # another mtime: hashed again
+    assert hashing.sha256_cached(data) == "recomputed" and len(calls) == 1
