@@ -41,9 +41,10 @@ from utils.metrics import baseline_predictions, regression_report
 
 logger = logging.getLogger(__name__)
 
-TRAIN_ROWS_FILE = "train_rows.npy"
-VAL_ROWS_FILE = "val_rows.npy"
-TEST_ROWS_FILE = "test_rows.npy"
+# Row files of a network job (inputs of its training run: --train_rows, --val_rows).
+TRAIN_ROWS_FILE = "rows/train.npy"
+VAL_ROWS_FILE = "rows/val.npy"
+TEST_ROWS_FILE = "rows/test.npy"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 RIDGE_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 5, 17))
 RIDGE_INNER_FOLDS = 5
