@@ -55,9 +55,11 @@ PREDICTION_ANALYSIS_DIR = "prediction_analysis"
 # when the files are the training run's own, else all of them.
 ANALYSIS_SPLITS: tuple[str, ...] = ("auto", "all", "validation", "train")
 
-# Fusion variants of the model: the default and the ablations domain.md recommends.
+# Fusion variants of the model: the default (first), the seed's bidirectional
+# cross-attention and the ablations domain.md recommends.
 FUSION_MODES: tuple[str, ...] = (
-    "cross_attention",  # both directions (the model)
+    "pooled_query",  # the default: pooled static query over dynamic segments (position keys) + pooled skip
+    "cross_attention",  # bidirectional token cross-attention (MulT-style, the seed's model)
     "static_to_dynamic",  # only static queries attend to dynamic tokens
     "dynamic_to_static",  # only dynamic queries attend to static tokens
     "concat",  # no attention: pooled projections concatenated
@@ -65,6 +67,8 @@ FUSION_MODES: tuple[str, ...] = (
     "dynamic",  # dynamic stream only
 )
 ATTENTION_DIRECTIONS: tuple[str, ...] = ("static_to_dynamic", "dynamic_to_static")
+# Keys of the pooled_query attention: learned position codes, content projections, or both.
+ATTENTION_KEYS: tuple[str, ...] = ("position", "content", "position+content")
 
 # Everything a training run owns in its output folder (run logs add their own
 # names in utils.run_logging.RUN_LOG_FILES); see utils.run_folder.
