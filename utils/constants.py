@@ -89,6 +89,12 @@ RUN_OUTPUT_NAMES: tuple[str, ...] = (
 # (`<YouTube id>.<nnn>.mp4`): the part before the first dot.
 DEFAULT_GROUP_PATTERN = r"^([^.]+)\."
 SPLIT_MODES: tuple[str, ...] = ("group", "random")
+# The split a training run used, beside its model (utils.splits, utils.heldout):
+# row indices (.npy, int64) and, when groups are known, the training groups (one per line).
+TRAINING_ROWS_FILE = "training_rows.npy"
+VALIDATION_ROWS_FILE = "validation_rows.npy"
+TRAINING_GROUPS_FILE = "training_groups.txt"
+SPLIT_RECORD_FILES: tuple[str, ...] = (TRAINING_ROWS_FILE, VALIDATION_ROWS_FILE, TRAINING_GROUPS_FILE)
 
 # Bootstrap intervals on single-run metrics (utils.bootstrap).
 BOOTSTRAP_RESAMPLES = 1000
