@@ -23,7 +23,14 @@ class InputError(Exception):
 
 
 EXIT_DIVERGED = 3
+EXIT_WRITE_FAILED = 4  # an output could not be written: disk full, quota, file-size limit, read-only, I/O error
+EXIT_INPUT_CHANGED = 5  # an input file changed (size or modification time) while the run read it
 EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # the shell's code for a run stopped by SIGTERM (Slurm preemption, time limit, kill)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (see utils.cli)."""
 
 
 class TrainingStopped(Exception):

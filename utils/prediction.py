@@ -41,8 +41,8 @@ from utils.analysis import (
     predict,
 )
 from utils.data import Dataset, load_dataset, sha256_file
-from utils.errors import InputError
-from utils.io import atomic_path, check_writable
+from utils.errors import EXIT_INPUT_CHANGED, InputError, TrainingStopped
+from utils.io import InputWatch, atomic_path, check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,16 @@ def write_prediction_files(
     return [paths[key] for key in order]
 
 
+def stop_if_inputs_changed(watch: InputWatch) -> None:
+    """Refuse to write predictions computed from a file that changed while it was read."""
+    change = watch.changed()
+    if change:
+        raise TrainingStopped(
+            f"{change} while the predictions were computed; nothing was written. Run again on the final files",
+            EXIT_INPUT_CHANGED,
+        )
+
+
 def run_prediction(cfg: PredictionConfig) -> PredictionResult:
     """Validate, predict in batches from the memory-mapped files, then write the three files."""
     from utils.ids import read_ids
@@ -211,6 +221,9 @@ def run_prediction(cfg: PredictionConfig) -> PredictionResult:
     check_model_path(cfg.model)
     data = load_dataset(cfg.static_features, cfg.dynamic_features, None)
     ids = read_ids(cfg.ids, len(data)) if cfg.ids else None
+    watch = InputWatch(
+        {"static_features": cfg.static_features, "dynamic_features": cfg.dynamic_features, "ids": cfg.ids or ""}
+    )
     check_writable(paths["csv"].parent)
     model = load_trained_model(cfg.model)
     check_feature_shapes(model, data, cfg.model)
@@ -222,6 +235,7 @@ def run_prediction(cfg: PredictionConfig) -> PredictionResult:
         row = int(np.argwhere(~np.isfinite(predictions))[0, 0])
         raise InputError(f"expected finite predictions, found a non-finite one for clip {row}", cfg.model)
     info = prediction_info(cfg, model, data, paths, started)
+    stop_if_inputs_changed(watch)
     # 2. Write.
     written = write_prediction_files(paths, predictions, ids, info)
     return PredictionResult(predictions, ids, info, written)
