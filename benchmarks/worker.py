@@ -141,7 +141,7 @@ def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
     execution = {k: spec[k] for k in ("jit_compile", "steps_per_execution") if spec.get(k) is not None}
     start = time.perf_counter()
     if spec["variant"] == "toolkit":
-        cfg = training.TrainConfig(
+        cfg = training.TrainConfig.from_dict(dict(
             **paths,
             output=str(Path(spec["out_dir"]) / "model.h5"),
             epochs=spec["epochs"],
@@ -153,7 +153,7 @@ def task_fit(spec: dict[str, Any]) -> dict[str, Any]:
             verbose=spec.get("verbose", 1),
             **execution,
             **model_kw,
-        )
+        ))
         original_callbacks = training.make_callbacks
 
         def callbacks_with_timer(*args: Any, **kwargs: Any) -> list[Any]:
@@ -247,10 +247,11 @@ def task_epoch(spec: dict[str, Any]) -> dict[str, Any]:
         timings["load_and_validate_s"] = time.perf_counter() - t
         train_idx, val_idx = split_indices(len(data), spec["val_split"], spec["seed"])
         prep = training.Prepared(data, train_idx, val_idx, label_means(data.labels, train_idx))
-        cfg = training.TrainConfig(
-            *files, batch_size=spec["batch_size"], epochs=1, seed=spec["seed"],
+        cfg = training.TrainConfig.from_dict(dict(
+            zip(("static_features", "dynamic_features", "labels"), files),
+            batch_size=spec["batch_size"], epochs=1, seed=spec["seed"],
             **{k: spec[k] for k in MODEL_KEYS if k in spec},
-        )
+        ))
         epoch_idx = train_idx
         max_steps = int(spec.get("max_steps") or 0)
         if max_steps and max_steps * cfg.batch_size < len(train_idx):
@@ -300,14 +301,14 @@ def task_accuracy(spec: dict[str, Any]) -> dict[str, Any]:
 
     data_dir, test_dir = Path(spec["data_dir"]), Path(spec["test_dir"])
     names = ("static_features", "dynamic_features", "labels")
-    cfg = TrainConfig(
-        *(str(data_dir / f"{k}.npy") for k in names),
+    cfg = TrainConfig.from_dict(dict(
+        {k: str(data_dir / f"{k}.npy") for k in names},
         output=str(Path(spec["out_dir"]) / "model.h5"),
         verbose=0,
         histogram_freq=0,
         batch_log_frequency=0,
         **{k: v for k, v in spec["train"].items()},
-    )
+    ))
     start = time.perf_counter()
     result = run_training(cfg)
     model = load_trained_model(cfg.output)
@@ -318,7 +319,7 @@ def task_accuracy(spec: dict[str, Any]) -> dict[str, Any]:
     )
     r2 = r2_score(np.asarray(test.labels, dtype="float64"), pred, multioutput="raw_values")
     return {
-        "fusion": cfg.fusion,
+        "fusion": cfg.model.fusion,
         "test_r2": [float(v) for v in r2],
         "test_r2_mean": float(np.mean(r2)),
         "val_r2_best": float(result.best["r_squared"]),

@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from utils.cli import positive_int, unit_interval
-from utils.config import option
+from utils.cli import option, positive_int, unit_interval
 from utils.constants import ATTENTION_DIRECTIONS, ATTENTION_KEYS, FUSION_MODES
 
 

@@ -24,31 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import constants as C  # noqa: E402
-from utils.cli import Parser, run_script  # noqa: E402
+from utils.cli import Parser, from_args, run_script, settings_parser  # noqa: E402
+from utils.config import VisualizeConfig  # noqa: E402
 
 PROG = "visualize_training_metrics.py"
 
 
 def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--history",
-        default=f"{C.DEFAULT_RESULTS_DIR}/{C.HISTORY_FILE}",
-        help="training history: training_history.npy (structured) or training_history.json",
-    )
-    p.add_argument(
-        "--output",
-        default=f"{C.DEFAULT_RESULTS_DIR}/{C.VISUALIZATION_DIR}",
-        help="folder the figures are written to (created if missing)",
-    )
-    p.add_argument(
-        "--trust_pickle",
-        action="store_true",
-        help="read a pickled history .npy written by older versions (runs code from the file: "
-        "only for files you trust)",
-    )
-    return p
+    """The flags are the fields of VisualizeConfig: names, defaults and help."""
+    return settings_parser(PROG, __doc__.split("\n\n")[0], VisualizeConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,12 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from utils.plotting import plot_training_history
     from utils.run_plots import plot_run_logs
 
-    history = load_history(args.history, trust_pickle=args.trust_pickle)
-    output = Path(args.output)
+    cfg = from_args(VisualizeConfig, args)
+    history = load_history(cfg.history, trust_pickle=cfg.trust_pickle)
+    output = Path(cfg.output)
     check_writable(output)  # refuse before anything is drawn or written
     written = plot_training_history(history, output)
     try:  # Phase 4.3 figures, from the run logs beside the history (skipped where absent)
-        written += [Path(p) for p in plot_run_logs(args.history, output)]
+        written += [Path(p) for p in plot_run_logs(cfg.history, output)]
     except InputError as exc:  # the Phase 4.2 figures above are written already
         logging.getLogger(PROG).warning("run-log figures skipped: %s", exc)
     print(f"Wrote {len(written)} figure(s) to {output}:")

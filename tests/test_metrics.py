@@ -268,9 +268,9 @@ def test_prop_constant_target_follows_sklearn(pair, constant, perfect) -> None:
 
 @pytest.fixture(scope="module")
 def keras_metrics_module():
-    from utils import metrics
+    import utils.keras_metrics
 
-    return metrics.register_keras_objects()
+    return utils.keras_metrics
 
 
 def _feed(metrics_list, y, p, sizes=BATCH_SIZES, w=None) -> None:
@@ -281,7 +281,7 @@ def _feed(metrics_list, y, p, sizes=BATCH_SIZES, w=None) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_keras_metrics_match_sklearn_over_uneven_batches(keras_metrics_module, dtype) -> None:
-    from utils.metrics import PerTraitMetric, RSquared, per_trait_metrics
+    from utils.keras_metrics import PerTraitMetric, RSquared, per_trait_metrics
 
     y, p = (a.astype(dtype) for a in _data())
     r2 = RSquared()
@@ -298,7 +298,7 @@ def test_keras_metrics_match_sklearn_over_uneven_batches(keras_metrics_module, d
 
 
 def test_keras_weighted_and_reset(keras_metrics_module) -> None:
-    from utils.metrics import PerTraitMetric, RSquared
+    from utils.keras_metrics import PerTraitMetric, RSquared
 
     y, p = _data()
     w = np.random.default_rng(1).random(len(y))
@@ -316,7 +316,7 @@ def test_keras_weighted_and_reset(keras_metrics_module) -> None:
 @settings(max_examples=10, deadline=None)
 @given(_pairs(min_rows=4, max_cols=NUM_TRAITS), st.randoms(use_true_random=False))
 def test_prop_keras_r_squared_ignores_batching(keras_metrics_module, pair, rnd) -> None:
-    from utils.metrics import RSquared
+    from utils.keras_metrics import RSquared
 
     y, p = pair
     cuts = sorted(rnd.sample(range(1, len(y)), k=rnd.randint(0, len(y) - 1)))
@@ -333,7 +333,7 @@ def _personality_result(metric) -> dict[str, float]:
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_personality_metrics_match_sklearn_over_uneven_batches(keras_metrics_module, dtype) -> None:
-    from utils.metrics import PersonalityMetrics
+    from utils.keras_metrics import PersonalityMetrics
 
     y, p = (a.astype(dtype) for a in _data())
     metric = PersonalityMetrics()
@@ -360,7 +360,7 @@ def test_personality_metrics_equal_the_metrics_they_replace(keras_metrics_module
     """Same values as Keras' MAE/MSE, RSquared and the 15 PerTraitMetric (weighted too)."""
     import keras
 
-    from utils.metrics import PersonalityMetrics, RSquared, per_trait_metrics
+    from utils.keras_metrics import PersonalityMetrics, RSquared, per_trait_metrics
 
     y, p = (a.astype(np.float32) for a in _data())
     for w in (None, np.random.default_rng(2).random(len(y)).astype(np.float32)):
@@ -379,7 +379,7 @@ def test_personality_metrics_equal_the_metrics_they_replace(keras_metrics_module
 
 
 def test_personality_metrics_empty_reset_and_validation(keras_metrics_module) -> None:
-    from utils.metrics import PersonalityMetrics
+    from utils.keras_metrics import PersonalityMetrics
 
     y, p = _data()
     metric = PersonalityMetrics()
@@ -394,7 +394,7 @@ def test_personality_metrics_empty_reset_and_validation(keras_metrics_module) ->
 
 
 def test_per_trait_metric_names_and_validation(keras_metrics_module) -> None:
-    from utils.metrics import PersonalityMetrics, PerTraitMetric, compile_metrics, per_trait_metrics
+    from utils.keras_metrics import PersonalityMetrics, PerTraitMetric, compile_metrics, per_trait_metrics
 
     names = [m.name for m in per_trait_metrics()]
     assert names == [per_trait_metric_name(t, s) for t in TRAITS for s in PER_TRAIT_STATISTICS]
@@ -410,7 +410,7 @@ def test_per_trait_metric_names_and_validation(keras_metrics_module) -> None:
 def test_keras_serialize_round_trip(keras_metrics_module) -> None:
     import keras
 
-    from utils.metrics import PerTraitMetric, RSquared
+    from utils.keras_metrics import PerTraitMetric, RSquared
 
     y, p = _data()
     for metric in (PerTraitMetric(3, "r_squared"), RSquared(name="r2", num_outputs=NUM_TRAITS)):
@@ -426,7 +426,7 @@ def test_keras_serialize_round_trip(keras_metrics_module) -> None:
 def test_personality_metrics_serialize_round_trip(keras_metrics_module) -> None:
     import keras
 
-    from utils.metrics import PersonalityMetrics
+    from utils.keras_metrics import PersonalityMetrics
 
     y, p = _data()
     metric = PersonalityMetrics(name="pm", traits=("a", "b", "c", "d", "e"))
@@ -444,7 +444,7 @@ def trained(keras_metrics_module, tmp_path_factory):
     """A tiny model fit for one epoch with validation data, saved both ways."""
     import keras
 
-    from utils.metrics import compile_metrics
+    from utils.keras_metrics import compile_metrics
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -471,7 +471,7 @@ def test_history_keys_are_exact(trained) -> None:
 def test_save_load_round_trip(trained, ext) -> None:
     import keras
 
-    from utils.metrics import PersonalityMetrics
+    from utils.keras_metrics import PersonalityMetrics
 
     model, _, x, y, paths = trained
     loaded = keras.models.load_model(paths[ext])
@@ -490,7 +490,7 @@ def test_models_saved_with_the_earlier_metric_set_still_load(keras_metrics_modul
     """Models trained before the fused metric (RSquared + 15 PerTraitMetric) load compiled."""
     import keras
 
-    from utils.metrics import PerTraitMetric, RSquared, per_trait_metrics
+    from utils.keras_metrics import PerTraitMetric, RSquared, per_trait_metrics
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(NUM_TRAITS)(inputs))
@@ -504,10 +504,10 @@ def test_models_saved_with_the_earlier_metric_set_still_load(keras_metrics_modul
         assert {RSquared, PerTraitMetric} <= _compiled_metric_types(loaded), ext
 
 
-def test_fresh_process_loads_after_register(trained) -> None:
+def test_fresh_process_loads_after_importing_keras_metrics(trained) -> None:
     _, _, _, _, paths = trained
     code = (
-        "import sys, keras, numpy as np, utils.metrics as m; m.register_keras_objects(); "
+        "import sys, keras, numpy as np, utils.keras_metrics; "
         "model = keras.models.load_model(sys.argv[1]); "
         "model.evaluate(np.zeros((2, 3)), np.zeros((2, 5)), verbose=0); "
         "print([type(x).__name__ for c in model.metrics for x in getattr(c, 'metrics', [c])])"

@@ -98,13 +98,13 @@ def test_resume_needs_an_interrupted_run_and_the_same_settings(tmp_path, tiny_da
     out = tmp_path / "out"
     assert main(train_args(tiny_data, out, "--resume")) == 2
     assert "found none" in capsys.readouterr().err
-    state = out / "resume" / "state.json"
+    state = out / C.RESUME_DIR / C.RESUME_STATE_FILE
     state.parent.mkdir(parents=True)
     (state.parent / "epoch-00001.weights.h5").write_bytes(b"")
     from scripts.train_personality_model import build_parser
     from utils.training import TrainConfig
 
-    config = TrainConfig(**vars(build_parser().parse_args(train_args(tiny_data, out)))).to_dict()
+    config = TrainConfig.from_dict(vars(build_parser().parse_args(train_args(tiny_data, out)))).to_dict()
     config["width"] = 999
     state.write_text(json.dumps({"epoch": 1, "weights": "epoch-00001.weights.h5", "config": config}))
     assert main(train_args(tiny_data, out, "--resume")) == 2
@@ -117,7 +117,7 @@ def test_a_second_run_archives_the_first_whole(tmp_path, tiny_data):
     first_history = (out / C.HISTORY_JSON_FILE).read_text()
     (out / C.VISUALIZATION_DIR).mkdir()  # figures of the first run
     assert main(train_args(tiny_data, out, "--epochs", "2")) == 0
-    archives = list((out / "previous_runs").iterdir())
+    archives = list((out / C.ARCHIVE_DIR).iterdir())
     assert len(archives) == 1
     old = archives[0]
     assert (old / "first.h5").is_file() and (old / C.CHECKPOINT_FILE).is_file()

@@ -29,6 +29,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -522,7 +523,7 @@ def test_wandb_offline_run_records_the_per_trait_metrics_and_the_manifest(tmp_pa
 def test_logging_does_not_change_the_training(run, tmp_path, monkeypatch):
     out, paths = run
     monkeypatch.setattr(RL.RunLogger, "start", lambda self: None)
-    monkeypatch.setattr(RL.RunLogger, "callbacks", lambda self, train, val: [])
+    monkeypatch.setattr(RL.RunLogger, "callbacks", lambda self: [])
     monkeypatch.setattr(RL.RunLogger, "finish", lambda self, status, result=None: None)
     bare = tmp_path / "bare"
     assert main(train_args(paths, bare, *RUN_ARGS)) == 0
@@ -536,7 +537,9 @@ def test_finish_after_a_failure_marks_the_manifest_and_removes_the_log_handler(t
     from utils.training import TrainConfig, build_compiled_model, prepare
 
     paths = write_features(tmp_path / "data")
-    cfg = TrainConfig(**paths, output=str(tmp_path / "out" / C.MODEL_FILE), width=16, num_heads=2, head_units=16)
+    cfg = TrainConfig.from_dict(
+        dict(**paths, output=str(tmp_path / "out" / C.MODEL_FILE), width=16, num_heads=2, head_units=16)
+    )
     prep = prepare(cfg)
     model = build_compiled_model(cfg, prep, steps_per_epoch=STEPS)
     logger = RL.RunLogger(cfg, prep, model, cfg.output_dir)
@@ -613,30 +616,40 @@ def test_plot_run_logs_skips_what_a_run_did_not_log(cosine_run, plateau_run, tmp
     assert plot_run_logs(tmp_path / "missing" / C.HISTORY_JSON_FILE, tmp_path / "none") == []
 
 
+class _InterruptAt(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt (as Ctrl-C does) before training step ``batch`` of epoch ``epoch`` (0-based)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt
+
+
 def test_resume_continues_the_logs_of_an_interrupted_run(tmp_path, monkeypatch):
     """Ctrl-C in epoch 2, then --resume: the logs read as one run of 3 epochs."""
+    from utils.errors import EXIT_INTERRUPTED
+
     paths = write_features(tmp_path / "data")
     out = tmp_path / "results"
     args = train_args(paths, out, *RUN_ARGS)
-    make_callback = RL._make_callback
+    callbacks = RL.RunLogger.callbacks
 
-    def interrupting(run, train_batches):
-        callback = make_callback(run, train_batches)
-        begin = callback.on_train_batch_begin
+    def interrupting(self):
+        # after the run-log parts, so they have seen the step before it is interrupted
+        return [*callbacks(self), _InterruptAt(epoch=1, batch=1)]
 
-        def on_train_batch_begin(batch, logs=None):
-            begin(batch, logs)
-            if callback._epoch == 1 and batch == 1:
-                raise KeyboardInterrupt
-
-        callback.on_train_batch_begin = on_train_batch_begin
-        return callback
-
-    monkeypatch.setattr(RL, "_make_callback", interrupting)
-    assert main(args) not in (0, 2)
+    monkeypatch.setattr(RL.RunLogger, "callbacks", interrupting)
+    assert main(args) == EXIT_INTERRUPTED
     assert _json(out / RL.MANIFEST_FILE)["status"] == "interrupted"
     assert RL.read_jsonl(out / RL.BATCH_LOG_FILE)[-1]["epoch"] == 2  # a step of the lost epoch
-    monkeypatch.setattr(RL, "_make_callback", make_callback)
+    monkeypatch.setattr(RL.RunLogger, "callbacks", callbacks)
     assert main([*args, "--resume"]) == 0
     m = _json(out / RL.MANIFEST_FILE)
     assert m["status"] == "completed" and [r["after_epoch"] for r in m["resumed"]] == [1]

@@ -39,6 +39,7 @@ from utils.data import (
     sha256_file,
     split_indices,
 )
+from utils.config import AnalysisConfig  # the settings (one source of the flags)
 from utils.errors import InputError
 from utils.io import save_npy, write_json, write_text
 from utils.metrics import METRIC_NAMES, StreamingRegressionSums, baseline_predictions, regression_report
@@ -49,29 +50,13 @@ SPLITS = C.ANALYSIS_SPLITS
 MODEL_SUFFIXES = (".h5", ".keras")
 # Metrics where a smaller value is better; for the others larger is better.
 LOWER_IS_BETTER: tuple[str, ...] = ("mae", "mse", "rmse")
-METRICS_FILE = "metrics.json"
+METRICS_FILE = C.METRICS_FILE
 PREDICTIONS_CSV = C.PREDICTIONS_CSV
 PREDICTIONS_NPY = C.PREDICTIONS_NPY
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "index",
     *(f"{kind}_{trait}" for trait in C.TRAITS for kind in ("true", "pred")),
 )
-
-
-@dataclasses.dataclass
-class AnalysisConfig:
-    """The resolved command line of an analysis run."""
-
-    model: str
-    static_features: str
-    dynamic_features: str
-    labels: str
-    output: str = f"{C.DEFAULT_RESULTS_DIR}/{C.PREDICTION_ANALYSIS_DIR}"
-    train_labels: str | None = None
-    split: str = "all"
-    batch_size: int = 64
-    attention_samples: int = 8
-    verbose: int = 1
 
 
 # ----------------------------------------------------------------- validation
@@ -100,9 +85,7 @@ def load_trained_model(path: str | Path) -> Any:
     import keras
 
     import models.cross_attention  # noqa: F401  (registers the custom layers)
-    from utils.metrics import register_keras_objects
-
-    register_keras_objects()  # the custom metrics a compiled model refers to
+    import utils.keras_metrics  # noqa: F401  (registers the custom metrics a compiled model refers to)
     try:
         # Inference only: the optimizer state and the compiled metrics are not needed.
         model = keras.models.load_model(p, compile=False)

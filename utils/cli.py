@@ -1,6 +1,20 @@
-"""Shared command-line plumbing: one parser class, shared flags, the error exit.
+"""Shared command-line plumbing: one parser class, flags generated from settings dataclasses, the error exit.
 
-Flags that several scripts take are defined once here so they stay identical.
+A script's settings are one dataclass (:mod:`utils.config`, :mod:`models.config`)
+whose fields are declared with :func:`option`: the field carries its default,
+its help text and, where plain ``int``/``float``/``str`` would accept bad
+values, a checked argparse ``type`` or ``choices``. :func:`add_arguments`
+turns those fields into ``--<field name>`` flags with exactly that default and
+help, so a new setting is one line in one dataclass::
+
+    patience: int = option(10, "early stopping: epochs without val_loss improvement", type=positive_int)
+
+Booleans become ``--flag`` (default False) or ``--flag/--no-flag`` (default
+True). A field declared with :func:`nested` holds another settings dataclass
+whose flags are added flat (``TrainConfig.model`` -> ``--width`` ...).
+:func:`from_args` builds the dataclass back from the parsed namespace.
+
+This module imports no TensorFlow and no NumPy (``--help`` stays fast).
 """
 
 from __future__ import annotations
@@ -8,16 +22,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import NoReturn
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
-from utils.constants import (
-    DEFAULT_DATA_DIR,
-    DYNAMIC_FEATURES_FILE,
-    LABELS_FILE,
-    STATIC_FEATURES_FILE,
-)
 from utils.errors import EXIT_INPUT_ERROR, EXIT_INTERRUPTED, InputError, TrainingStopped
 
 
@@ -58,24 +66,147 @@ open_fraction = _number_type(float, lambda v: 0.0 < v < 1.0, "a number strictly 
 unit_interval = _number_type(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, labels_required: bool = True) -> None:
-    """``--static_features``, ``--dynamic_features``, ``--labels`` (defaults: data_sample/)."""
-    data = Path(DEFAULT_DATA_DIR)
-    parser.add_argument(
-        "--static_features",
-        default=str(data / STATIC_FEATURES_FILE),
-        help="static (appearance) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
-    )
-    parser.add_argument(
-        "--dynamic_features",
-        default=str(data / DYNAMIC_FEATURES_FILE),
-        help="dynamic (motion) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
-    )
-    parser.add_argument(
-        "--labels",
-        default=str(data / LABELS_FILE) if labels_required else None,
-        help="OCEAN labels .npy of shape (N, 5) in [0, 1]",
-    )
+# ---------------------------------------------------------------------------
+# Settings dataclass -> flags
+# ---------------------------------------------------------------------------
+
+T = TypeVar("T")
+HELP = "help"  # field metadata keys
+TYPE = "type"
+CHOICES = "choices"
+GROUP = "group"
+NESTED = "nested"
+# argparse ``type=`` of a plain annotation (annotations are strings under ``from __future__ import annotations``)
+_PLAIN_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float}
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    type: Callable[[str], Any] | None = None,
+    choices: Sequence[Any] | None = None,
+    group: str | None = None,
+) -> Any:
+    """A dataclass field that is also a command-line flag ``--<field name>``.
+
+    ``group`` is the ``--help`` section the flag is listed in (none: the
+    general options).
+    """
+    metadata: dict[str, Any] = {HELP: help}
+    if type is not None:
+        metadata[TYPE] = type
+    if choices is not None:
+        metadata[CHOICES] = tuple(choices)
+    if group is not None:
+        metadata[GROUP] = group
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def nested(cls: type, group: str) -> Any:
+    """A field holding another settings dataclass; its flags are added flat under ``group``."""
+    return dataclasses.field(default_factory=cls, metadata={NESTED: cls, GROUP: group})
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are flags (declared with :func:`option`), nested ones expanded."""
+    out: list[dataclasses.Field] = []
+    for f in dataclasses.fields(cls):
+        if NESTED in f.metadata:
+            out += flag_fields(f.metadata[NESTED])
+        elif HELP in f.metadata:
+            out.append(f)
+    return out
+
+
+def _argument_kwargs(f: dataclasses.Field) -> dict[str, Any]:
+    meta = f.metadata
+    kwargs: dict[str, Any] = {"default": f.default, "help": meta[HELP]}
+    if isinstance(f.default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
+        return kwargs
+    if CHOICES in meta:
+        kwargs["choices"] = meta[CHOICES]
+    cast = meta.get(TYPE) or _PLAIN_TYPES.get(str(f.type))
+    if cast is not None:
+        kwargs["type"] = cast
+    return kwargs
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, group: str | None = None, skip: Sequence[str] = ()
+) -> None:
+    """One ``--<name>`` flag per :func:`option` field of ``cls``, in field order (``skip``: names left out).
+
+    A field's own ``group`` wins over ``group`` (the section of a nested
+    dataclass); flags without either go to the general options.
+    """
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        if NESTED in f.metadata:
+            add_arguments(parser, f.metadata[NESTED], f.metadata[GROUP], skip)
+        elif HELP in f.metadata:
+            title = f.metadata.get(GROUP, group)
+            _section(parser, title).add_argument(f"--{f.name}", **_argument_kwargs(f))
+
+
+def _section(parser: argparse.ArgumentParser, title: str | None) -> Any:
+    if title is None:
+        return parser
+    existing = [g for g in parser._action_groups if g.title == title]
+    return existing[0] if existing else parser.add_argument_group(title)
+
+
+def from_flat(cls: type[T], values: Mapping[str, Any]) -> T:
+    """``cls`` from a flat mapping of field names (nested dataclasses filled from their own names).
+
+    Keys that are no field of ``cls`` (or of a nested one) raise ``TypeError``.
+    """
+    kwargs: dict[str, Any] = {}
+    used: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if NESTED in f.metadata:
+            inner = f.metadata[NESTED]
+            names = {g.name for g in dataclasses.fields(inner)}
+            kwargs[f.name] = from_flat(inner, {k: v for k, v in values.items() if k in names})
+            used |= names
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+            used.add(f.name)
+    unknown = sorted(set(values) - used)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}")
+    return cls(**kwargs)
+
+
+def to_flat(settings: Any) -> dict[str, Any]:
+    """Field name -> value, nested dataclasses flattened in place (the inverse of :func:`from_flat`)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if NESTED in f.metadata:
+            out.update(to_flat(value))
+        else:
+            out[f.name] = value
+    return out
+
+
+def from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """``cls`` built from the parsed flags (the namespace of a parser made by :func:`add_arguments`)."""
+    return from_flat(cls, vars(args))
+
+
+def settings_parser(prog: str, description: str, cls: type) -> Parser:
+    """A :class:`Parser` whose flags are the fields of ``cls``."""
+    parser = Parser(prog=prog, description=description)
+    add_arguments(parser, cls)
+    return parser
+
+
+def flag_defaults(cls: type) -> dict[str, Any]:
+    """Flag name -> default of every flag of ``cls`` (nested ones included)."""
+    return {f.name: f.default for f in flag_fields(cls)}
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:

@@ -1,124 +1,211 @@
-"""Settings dataclasses are the one source of every command-line flag.
+"""The settings of each script: one dataclass per script, the one source of its flags.
 
-A field declared with :func:`option` carries its default, its help text and,
-where plain ``int``/``float``/``str`` would accept bad values, a checked
-argparse ``type`` or ``choices``. :func:`add_arguments` turns the fields of a
-dataclass into ``--<field name>`` flags with exactly that default and help,
-so a new setting is one line in one dataclass::
+Every field declared with :func:`utils.cli.option` is a command-line flag of
+the same name, with the field's default and help (:func:`utils.cli.add_arguments`);
+the model's flags come from :class:`models.config.ModelConfig` through
+:func:`utils.cli.nested`. To add a setting, add one field here: the flag,
+its ``--help`` line and the value in ``training_summary.json`` follow.
 
-    patience: int = option(10, "early stopping: epochs without val_loss improvement", type=positive_int)
+* :class:`TrainConfig`: ``scripts/train_personality_model.py``
+* :class:`AnalysisConfig`: ``scripts/analyze_model_predictions.py``
+* :class:`VisualizeConfig`: ``scripts/visualize_training_metrics.py``
 
-becomes ``--patience`` (default 10, checked positive) in ``--help`` and in the
-parsed namespace. Booleans become ``--flag`` (default False) or
-``--flag/--no-flag`` (default True). A field without ``help`` metadata is not
-a flag (set only by code). :func:`from_args` builds the dataclass back from
-the parsed namespace.
-
-This module imports no TensorFlow (the scripts build their parsers before
-importing it, so ``--help`` stays fast).
+No TensorFlow and no NumPy here (the scripts build their parsers from these
+classes before anything heavy is imported).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-T = TypeVar("T")
+from models.config import ModelConfig
+from utils import constants as C
+from utils.cli import (
+    from_flat,
+    nested,
+    non_negative_int,
+    open_fraction,
+    option,
+    positive_float,
+    positive_int,
+    to_flat,
+)
+from utils.errors import InputError
 
-HELP = "help"
-TYPE = "type"
-CHOICES = "choices"
-GROUP = "group"
-# argparse ``type=`` for a plain annotation (field types are strings under ``from __future__ import annotations``)
-_PLAIN_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
+WANDB_MODES: tuple[str, ...] = ("offline", "online", "disabled")
 
-
-def option(
-    default: Any,
-    help: str,
-    *,
-    type: Callable[[str], Any] | None = None,
-    choices: Sequence[Any] | None = None,
-    group: str | None = None,
-) -> Any:
-    """A dataclass field that is also a command-line flag (see the module docstring).
-
-    ``group`` overrides the help section the dataclass's
-    :func:`add_arguments` call puts the flag in.
-    """
-    metadata: dict[str, Any] = {HELP: help}
-    if type is not None:
-        metadata[TYPE] = type
-    if choices is not None:
-        metadata[CHOICES] = tuple(choices)
-    if group is not None:
-        metadata[GROUP] = group
-    return dataclasses.field(default=default, metadata=metadata)
+# --help sections of the training script
+TRAINING, MODEL, LOGGING = "training", "model", "logging"
 
 
-def flag_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields of ``cls`` that are command-line flags (declared with :func:`option`)."""
-    return [f for f in dataclasses.fields(cls) if HELP in f.metadata]
+# The three input files, shared by training and analysis (same flags, same defaults).
+def _static_features() -> Any:
+    return option(
+        f"{C.DEFAULT_DATA_DIR}/{C.STATIC_FEATURES_FILE}",
+        "static (appearance) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
+    )
 
 
-def _argument_kwargs(f: dataclasses.Field) -> dict[str, Any]:
-    meta = f.metadata
-    kwargs: dict[str, Any] = {"default": f.default, "help": meta[HELP]}
-    if isinstance(f.default, bool):
-        kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
-        return kwargs
-    if CHOICES in meta:
-        kwargs["choices"] = meta[CHOICES]
-    annotation = str(f.type).replace(" ", "")
-    cast = meta.get(TYPE) or _PLAIN_TYPES.get(annotation)
-    if cast is not None and cast is not str:
-        kwargs["type"] = cast
-    return kwargs
+def _dynamic_features() -> Any:
+    return option(
+        f"{C.DEFAULT_DATA_DIR}/{C.DYNAMIC_FEATURES_FILE}",
+        "dynamic (motion) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
+    )
 
 
-def add_arguments(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    *,
-    groups: dict[str, Iterable[str]] | None = None,
-    skip: Iterable[str] = (),
-) -> None:
-    """Add one ``--<name>`` flag per :func:`option` field of ``cls``, in field order.
-
-    ``groups`` maps a help-section title to field names placed there (the
-    others go to the parser itself, or to the field's own ``group``).
-    """
-    section_of = {name: title for title, names in (groups or {}).items() for name in names}
-    sections: dict[str, argparse._ArgumentGroup] = {}
-    skipped = set(skip)
-    for f in flag_fields(cls):
-        if f.name in skipped:
-            continue
-        title = f.metadata.get(GROUP) or section_of.get(f.name)
-        target: Any = parser
-        if title:
-            if title not in sections:
-                sections[title] = _find_group(parser, title) or parser.add_argument_group(title)
-            target = sections[title]
-        target.add_argument(f"--{f.name}", **_argument_kwargs(f))
+def _labels() -> Any:
+    return option(f"{C.DEFAULT_DATA_DIR}/{C.LABELS_FILE}", "OCEAN labels .npy of shape (N, 5) in [0, 1]")
 
 
-def _find_group(parser: argparse.ArgumentParser, title: str) -> Any:
-    return next((g for g in parser._action_groups if g.title == title), None)
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a training run (the resolved command line)."""
+
+    static_features: str = _static_features()
+    dynamic_features: str = _dynamic_features()
+    labels: str = _labels()
+    output: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
+        "trained model (.h5 or .keras); every other run file goes into its folder. A folder that "
+        "holds an earlier run is never mixed with the new one: the earlier run's files are moved "
+        f"into {C.ARCHIVE_DIR}/<timestamp>/ first (nothing is deleted)",
+    )
+    val_split: float = option(0.2, "validation share of the samples, in (0, 1)", type=open_fraction, group=TRAINING)
+    batch_size: int = option(16, "samples per batch", type=positive_int, group=TRAINING)
+    epochs: int = option(50, "maximum number of epochs", type=positive_int, group=TRAINING)
+    learning_rate: float = option(1e-3, "initial AdamW learning rate", type=positive_float, group=TRAINING)
+    weight_decay: float = option(1e-4, "AdamW decoupled weight decay", group=TRAINING)
+    seed: int = option(42, "seed of the split, data order, initialization and dropout", group=TRAINING)
+    patience: int = option(
+        10, "early stopping: epochs without val_loss improvement", type=positive_int, group=TRAINING
+    )
+    schedule: str = option(
+        "plateau",
+        "learning-rate schedule: reduce on a val_loss plateau, or cosine decay over all epochs",
+        choices=SCHEDULES,
+        group=TRAINING,
+    )
+    lr_factor: float = option(0.5, "plateau: factor applied at each cut", type=positive_float, group=TRAINING)
+    lr_patience: int = option(
+        3, "plateau: epochs without improvement before a cut", type=positive_int, group=TRAINING
+    )
+    min_lr: float = option(1e-6, "lower bound of the learning rate", type=positive_float, group=TRAINING)
+    # execution (measured in docs/performance.md)
+    jit_compile: bool = option(
+        True, "compile the training step with XLA (--no-jit_compile: off)", group=TRAINING
+    )
+    steps_per_execution: int = option(
+        8,
+        "training steps per graph call: fewer Python round trips, but batch-level logs and the NaN check "
+        "then see every k-th step",
+        type=positive_int,
+        group=TRAINING,
+    )
+    model: ModelConfig = nested(ModelConfig, MODEL)
+    histogram_freq: int = option(
+        10,
+        "TensorBoard weight histograms every k epochs (0: off; each costs ~0.3 s)",
+        type=non_negative_int,
+        group=LOGGING,
+    )
+    batch_log_frequency: int = option(
+        10,
+        "write loss, per-trait errors, learning rate and time every k training batches (0: off)",
+        type=non_negative_int,
+        group=LOGGING,
+    )
+    verbose: int = option(
+        1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch", choices=(0, 1, 2), group=LOGGING
+    )
+    wandb: bool = option(False, "log config, metrics and the final model to Weights & Biases", group=LOGGING)
+    wandb_project: str = option("personality-cross-attention", "W&B project name", group=LOGGING)
+    wandb_mode: str = option(
+        "offline",
+        "W&B mode: offline writes a local run for `wandb sync`; online needs `wandb login`",
+        choices=WANDB_MODES,
+        group=LOGGING,
+    )
+    resume: bool = option(
+        False,
+        "continue the interrupted run in the --output folder from its last finished epoch "
+        "(same settings; --epochs may be raised)",
+    )
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output).parent
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat ``flag name -> value`` (the ``config`` of training_summary.json and the resume state)."""
+        return to_flat(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; invalid model settings raise :class:`InputError`."""
+        try:
+            return from_flat(cls, values)
+        except ValueError as exc:  # ModelConfig's checks (e.g. --num_heads must divide --width)
+            raise InputError(f"invalid model settings: {exc}") from None
 
 
-def from_args(cls: type[T], args: argparse.Namespace | dict[str, Any], **extra: Any) -> T:
-    """``cls`` built from the parsed flags that are its fields (others are ignored)."""
-    values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(**{k: v for k, v in values.items() if k in names}, **extra)
+@dataclasses.dataclass
+class AnalysisConfig:
+    """The resolved command line of an analysis run."""
+
+    model: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
+        f"trained model (.h5 or .keras); a {C.TRAINING_SUMMARY_FILE} beside it supplies the "
+        "baseline's training-label means and the split",
+    )
+    static_features: str = _static_features()
+    dynamic_features: str = _dynamic_features()
+    labels: str = _labels()
+    output: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.PREDICTION_ANALYSIS_DIR}",
+        f"folder for {C.METRICS_FILE}, {C.PREDICTIONS_CSV}/.npy and the figures",
+    )
+    train_labels: str | None = option(
+        None,
+        "labels .npy whose per-trait mean is the baseline (default: the means recorded in "
+        f"{C.TRAINING_SUMMARY_FILE}, else the evaluated labels' mean)",
+    )
+    split: str = option(
+        "auto",
+        "samples to evaluate: all, or the validation/training part of the training run's split "
+        f"(rebuilt from val_split and seed in {C.TRAINING_SUMMARY_FILE}); auto = the validation part "
+        "when the files are the ones the model was trained on (held-out numbers), else all",
+        choices=C.ANALYSIS_SPLITS,
+    )
+    batch_size: int = option(64, "samples per prediction batch", type=positive_int)
+    attention_samples: int = option(
+        8,
+        "evaluated samples (the first ones) whose attention maps are averaged and plotted; 0: none",
+        type=non_negative_int,
+    )
+    verbose: int = option(1, "progress bar: 0 off, 1 on", choices=(0, 1))
 
 
-def defaults(cls: type) -> dict[str, Any]:
-    """Field name -> default of every field of ``cls`` that has one."""
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+@dataclasses.dataclass
+class VisualizeConfig:
+    """The resolved command line of ``visualize_training_metrics.py``."""
+
+    history: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.HISTORY_FILE}",
+        f"training history: {C.HISTORY_FILE} (structured) or {C.HISTORY_JSON_FILE}",
+    )
+    output: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.VISUALIZATION_DIR}",
+        "folder the figures are written to (created if missing)",
+    )
+    trust_pickle: bool = option(
+        False,
+        "read a pickled history .npy written by older versions (runs code from the file: "
+        "only for files you trust)",
+    )
 
 
-__all__ = ["option", "flag_fields", "add_arguments", "from_args", "defaults"]
+__all__ = ["TrainConfig", "AnalysisConfig", "VisualizeConfig", "SCHEDULES", "WANDB_MODES"]

@@ -43,6 +43,54 @@ HISTORY_JSON_FILE = "training_history.json"
 TENSORBOARD_DIR = "tensorboard_logs"
 TRAINING_SUMMARY_FILE = "training_summary.json"
 
+# Run logs (utils.run_logging; schemas in docs/logging.md).
+MANIFEST_FILE = "run_manifest.json"
+TRAINING_LOG_FILE = "training.log"
+EPOCH_LOG_FILE = "epoch_log.jsonl"
+BATCH_LOG_FILE = "batch_log.jsonl"
+TIMING_FILE = "timing.json"
+LR_CHANGES_FILE = "lr_changes.json"
+ATTENTION_ENTROPY_FILE = "attention_entropy.jsonl"
+ATTENTION_TENSORBOARD_RUN = "attention"  # run folder under TENSORBOARD_DIR
+RUN_LOG_FILES: tuple[str, ...] = (
+    MANIFEST_FILE,
+    TRAINING_LOG_FILE,
+    EPOCH_LOG_FILE,
+    BATCH_LOG_FILE,
+    TIMING_FILE,
+    LR_CHANGES_FILE,
+    ATTENTION_ENTROPY_FILE,
+)
+# Crash-safe resume state (utils.resume): RESUME_DIR/RESUME_STATE_FILE points at RESUME_DIR/epoch-<k>.weights.h5.
+RESUME_DIR = "resume"
+RESUME_STATE_FILE = "state.json"
+RESUME_WEIGHTS_PATTERN = "epoch-{epoch:05d}.weights.h5"
+RESUME_WEIGHTS_GLOB = "epoch-*.weights.h5"
+# An earlier run in an output folder is moved to ARCHIVE_DIR/<timestamp>/ (utils.run_folder).
+ARCHIVE_DIR = "previous_runs"
+WANDB_DIR = "wandb"  # wandb's own folder in the output folder
+
+# Figures visualize_training_metrics.py draws (utils.plotting, utils.run_plots).
+CURVE_FIGURE_PATTERN = "{metric}.png"  # loss.png, mae.png, mse.png, r_squared.png
+PER_TRAIT_R2_FIGURE = "per_trait_r_squared.png"
+R2_COMPARISON_FIGURE = "r2_comparison.png"
+METRIC_CORRELATION_FIGURE = "metric_correlation.png"
+LR_FIGURE = "learning_rate.png"
+EPOCH_TIME_FIGURE = "epoch_time.png"
+BATCH_LOSS_FIGURE = "batch_loss.png"
+ATTENTION_ENTROPY_FIGURE = "attention_entropy.png"
+DASHBOARD_FIGURE = "dashboard.png"
+# Files analyze_model_predictions.py writes (utils.analysis, utils.plotting).
+METRICS_FILE = "metrics.json"
+SCATTER_FIGURE_PATTERN = "{trait}_scatter.png"
+RESIDUALS_FIGURE = "residuals.png"
+ERROR_DISTRIBUTION_FIGURE = "error_distribution.png"
+TRAIT_CORRELATIONS_FIGURE = "trait_correlations.png"
+MODEL_VS_BASELINE_FIGURE = "model_vs_baseline.png"
+ATTENTION_MAPS_FIGURE = "attention_maps.png"
+ATTENTION_HEADS_FIGURE = "attention_entropy_per_head.png"
+
+
 # Default locations used when a script runs with no arguments.
 DEFAULT_DATA_DIR = "data_sample"
 DEFAULT_RESULTS_DIR = "results"
@@ -70,8 +118,7 @@ ATTENTION_DIRECTIONS: tuple[str, ...] = ("static_to_dynamic", "dynamic_to_static
 # Keys of the pooled_query attention: learned position codes, content projections, or both.
 ATTENTION_KEYS: tuple[str, ...] = ("position", "content", "position+content")
 
-# Everything a training run owns in its output folder (run logs add their own
-# names in utils.run_logging.RUN_LOG_FILES); see utils.run_folder.
+# Everything a training run owns in its output folder; see utils.run_folder.
 RUN_OUTPUT_NAMES: tuple[str, ...] = (
     MODEL_FILE,
     CHECKPOINT_FILE,
@@ -81,7 +128,9 @@ RUN_OUTPUT_NAMES: tuple[str, ...] = (
     TRAINING_SUMMARY_FILE,
     VISUALIZATION_DIR,
     PREDICTION_ANALYSIS_DIR,
-    "wandb",
+    WANDB_DIR,
+    RESUME_DIR,
+    *RUN_LOG_FILES,
 )
 
 # Clip ids and groups (utils.ids): the group is the first capture group of this

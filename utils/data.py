@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,12 +225,13 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
 
 
 class EpochBatches:
-    """Index batches for one epoch, reproducible from ``(seed, epoch)``.
+    """Index batches of an epoch, reproducible from ``(seed, epoch)``.
 
-    The permutation of epoch ``e`` depends only on the seed and ``e``, so a
-    run resumed at epoch ``e`` sees the same data order as an uninterrupted
-    one. Indices inside a batch are sorted, which turns the gather from a
-    memory map into a forward read. The last partial batch is kept.
+    ``batches(epoch)`` yields the batches of epoch ``epoch`` (0-based): the
+    permutation depends only on the seed and the epoch, so a run resumed at
+    epoch ``e`` sees the same data order as an uninterrupted one. Indices
+    inside a batch are sorted, which turns the gather from a memory map into
+    a forward read. The last partial batch is kept.
     """
 
     def __init__(self, indices: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> None:
@@ -238,21 +239,27 @@ class EpochBatches:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = int(seed)
-        self.epoch = 0
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
 
-    def __call__(self) -> Iterator[np.ndarray]:
+    def __call__(self, epoch: int = 0) -> Iterator[np.ndarray]:
         order = self.indices
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
+            order = np.random.default_rng([self.seed, int(epoch)]).permutation(order)
         for start in range(0, len(order), self.batch_size):
             yield np.sort(order[start : start + self.batch_size])
 
 
-def make_tf_dataset(data: Dataset, batches: EpochBatches, with_labels: bool = True) -> Any:
+def make_tf_dataset(
+    data: Dataset, batches: EpochBatches, with_labels: bool = True, epoch: Callable[[], int] | None = None
+) -> Any:
     """tf.data pipeline: index batches -> rows gathered from the (memory-mapped) arrays.
+
+    Keras opens a new iterator over the dataset at every epoch; ``epoch()``
+    is asked then for the epoch whose order to yield (None: always epoch 0's,
+    for validation and prediction). :func:`utils.training.run_training`
+    passes the epoch that Keras' optimizer step counter has reached.
 
     Only one batch of rows (plus the prefetch buffer) is materialized at a
     time; ``from_tensor_slices`` would copy the arrays whole.
@@ -273,8 +280,11 @@ def make_tf_dataset(data: Dataset, batches: EpochBatches, with_labels: bool = Tr
         features = (out[0], out[1])
         return (features, out[2]) if with_labels else (features,)
 
+    def epoch_batches() -> Iterator[np.ndarray]:
+        return batches(epoch() if epoch is not None else 0)
+
     ds = tf.data.Dataset.from_generator(
-        batches, output_signature=tf.TensorSpec(shape=(None,), dtype=tf.int64)
+        epoch_batches, output_signature=tf.TensorSpec(shape=(None,), dtype=tf.int64)
     )
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
     ds = ds.map(to_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

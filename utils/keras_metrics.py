@@ -1,8 +1,6 @@
 """Streaming Keras metrics built on :mod:`utils.metrics` (imports Keras).
 
-Import these through ``utils.metrics`` (``from utils.metrics import
-RSquared``), which loads this module on first access. Importing it registers
-the classes under the ``personality`` package, so a model compiled with them
+Importing this module registers the classes under the ``personality`` package, so a model compiled with them
 and saved as ``.keras`` or ``.h5`` loads with ``keras.models.load_model(path)``
 and no ``custom_objects`` in any process that has imported it.
 

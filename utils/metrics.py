@@ -11,50 +11,28 @@ The math lives in two pure functions written against an array namespace
 Because the sums are additive, every streaming result is exact whatever the
 batch sizes or order (see ``docs`` "Metric definitions"). The NumPy one-shot
 API (:func:`regression_report`, :class:`StreamingRegressionSums`) and the Keras
-metrics (:class:`PersonalityMetrics`, the one compiled for training, and
-:class:`RSquared`, :class:`PerTraitMetric`, built in ``utils.keras_metrics``)
-all call these two functions.
+metrics of :mod:`utils.keras_metrics` (``PersonalityMetrics``, the one compiled
+for training, ``RSquared``, ``PerTraitMetric``) all call these two functions.
 
-This module does not import TensorFlow or Keras. The Keras names
-``PersonalityMetrics``, ``RSquared``, ``PerTraitMetric``, ``per_trait_metrics``
-and ``compile_metrics`` are loaded lazily on first access (``from utils.metrics
-import RSquared`` works); that access also registers the classes with Keras,
-which ``keras.models.load_model`` needs to load a saved model without
-``custom_objects`` (a loading script that touches none of them calls
-:func:`register_keras_objects` first).
+This module does not import TensorFlow or Keras, nor :mod:`utils.keras_metrics`
+(which imports this one): import the Keras metrics from there.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from utils.constants import NUM_TRAITS, TRAITS
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers only
-    from utils.keras_metrics import (  # noqa: F401
-        PersonalityMetrics,
-        PerTraitMetric,
-        RSquared,
-        compile_metrics,
-        per_trait_metrics,
-    )
-
 __all__ = [
     "METRIC_NAMES",
     "SUM_FIELDS",
-    "PerTraitMetric",
-    "PersonalityMetrics",
-    "RSquared",
     "StreamingRegressionSums",
     "baseline_predictions",
     "batch_sums",
-    "compile_metrics",
     "metrics_from_sums",
-    "per_trait_metrics",
-    "register_keras_objects",
     "regression_report",
 ]
 
@@ -85,7 +63,6 @@ METRIC_NAMES: tuple[str, ...] = (
 # few 1e-16 of sum_y2, so values this small carry no correct digit anyway.
 CONSTANT_RTOL = 1e-12
 
-_KERAS_NAMES = ("RSquared", "PerTraitMetric", "PersonalityMetrics", "per_trait_metrics", "compile_metrics")
 
 
 def _to_float64(x: Any, xp: Any) -> Any:
@@ -288,27 +265,3 @@ def baseline_predictions(train_label_means: Any, n: int) -> np.ndarray:
             f"(one mean per trait). Received: shape={means.shape}"
         )
     return np.tile(means, (n, 1))
-
-
-def register_keras_objects() -> ModuleType:
-    """Import Keras and register :class:`PersonalityMetrics`, :class:`RSquared` and :class:`PerTraitMetric`.
-
-    Call this (or touch any Keras name of this module) before
-    ``keras.models.load_model`` on a model compiled with :func:`compile_metrics`
-    in a process that has not built those metrics itself. Returns the module
-    ``utils.keras_metrics``; importing it again is free.
-    """
-    import utils.keras_metrics as keras_metrics
-
-    return keras_metrics
-
-
-def __getattr__(name: str) -> Any:
-    """Lazily expose the Keras metrics without importing Keras at import time."""
-    if name in _KERAS_NAMES:
-        return getattr(register_keras_objects(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_KERAS_NAMES))

@@ -3,7 +3,7 @@
 A new training run into a folder that holds an earlier run's files moves
 every file and folder the toolkit writes (model, checkpoint, history,
 TensorBoard logs, run logs, figures, analysis, wandb files, resume state)
-into ``previous_runs/<timestamp>/`` first, so the folder never mixes two runs
+into ``previous_runs/<timestamp>/`` (``constants.ARCHIVE_DIR``) first, so the folder never mixes two runs
 and nothing is deleted. ``--resume`` continues the run in place instead.
 """
 
@@ -19,16 +19,12 @@ from utils import constants as C
 
 logger = logging.getLogger(__name__)
 
-ARCHIVE_DIR = "previous_runs"
+
 
 
 def run_entries(output_dir: Path, model_path: Path | None = None) -> list[Path]:
     """The toolkit-owned files and folders of the run in ``output_dir`` that exist."""
-    from utils.resume import RESUME_DIR
-    from utils.run_logging import RUN_LOG_FILES
-
-    names = set(C.RUN_OUTPUT_NAMES) | {RESUME_DIR} | set(RUN_LOG_FILES)
-    entries = {output_dir / n for n in names}
+    entries = {output_dir / n for n in C.RUN_OUTPUT_NAMES}
     if model_path is not None:
         entries.add(model_path)
     summary = output_dir / C.TRAINING_SUMMARY_FILE
@@ -50,11 +46,11 @@ def archive_previous_run(output_dir: Path, model_path: Path) -> Path | None:
     if not entries:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(p.stat().st_mtime for p in entries)))
-    target = output_dir / ARCHIVE_DIR / stamp
+    target = output_dir / C.ARCHIVE_DIR / stamp
     n = 1
     while target.exists():
         n += 1
-        target = output_dir / ARCHIVE_DIR / f"{stamp}-{n}"
+        target = output_dir / C.ARCHIVE_DIR / f"{stamp}-{n}"
     target.mkdir(parents=True)
     for entry in entries:
         os.replace(entry, target / entry.name)  # same file system: a rename, nothing copied

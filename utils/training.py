@@ -1,14 +1,22 @@
-"""The training run: validated data -> model -> Keras ``fit`` with stock callbacks.
+"""The training run: validated data -> model -> Keras ``fit`` with the callbacks of :mod:`utils.callbacks`.
 
-:func:`run_training` is what ``scripts/train_personality_model.py`` calls. All
-inputs are validated before anything is written. The output folder is the
-folder of ``--output`` (the seed's ``results/``) and receives the files named
-in :mod:`utils.constants`.
+:func:`run_training` is what ``scripts/train_personality_model.py`` calls
+with a :class:`utils.config.TrainConfig`. All inputs are validated before
+anything is written (:func:`prepare`). The output folder is the folder of
+``--output`` (the seed's ``results/``) and receives the files named in
+:mod:`utils.constants`.
+
+The data order of epoch ``e`` is ``EpochBatches(e)`` (a function of the seed
+and ``e`` only); the training dataset asks for ``e`` when Keras opens its
+iterator at the start of each epoch, reading it from Keras' own optimizer
+step counter (``iterations // steps_per_epoch``), which a ``--resume``
+restores with the weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -19,71 +27,13 @@ from typing import Any
 import numpy as np
 
 from utils import constants as C
+from utils.config import SCHEDULES, TrainConfig
 from utils.data import Dataset, EpochBatches, feature_statistics, label_means, load_dataset, split_indices
 from utils.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, InputError, TrainingStopped
-from utils.history import History, save_history
+from utils.history import History
 from utils.io import check_writable, save_model, write_json
 
 logger = logging.getLogger(__name__)
-
-SCHEDULES = ("plateau", "cosine")
-# Metrics the console progress bar shows; every metric still reaches the history.
-PROGRESS_KEYS = frozenset(
-    f"{prefix}{name}" for prefix in ("", "val_") for name in ("loss", "mae", "r_squared")
-) | {"learning_rate"}
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every setting of a training run (the resolved command line)."""
-
-    static_features: str
-    dynamic_features: str
-    labels: str
-    output: str = f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}"
-    val_split: float = 0.2
-    batch_size: int = 16
-    epochs: int = 50
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 42
-    patience: int = 10  # early stopping, epochs without val_loss improvement
-    schedule: str = "plateau"  # "plateau": ReduceLROnPlateau; "cosine": CosineDecay
-    lr_factor: float = 0.5  # plateau: multiply the learning rate by this
-    lr_patience: int = 3  # plateau: epochs without improvement before a cut
-    min_lr: float = 1e-6
-    # execution (see docs/performance.md)
-    jit_compile: bool = True  # XLA: ~4 s more compile in epoch 1, then epochs ~30-40% faster on 2 CPU cores
-    steps_per_execution: int = 8  # training steps per graph call: 1.08x of bare Keras instead of 1.28x (docs/performance.md)
-    # model (see models.cross_attention.ModelConfig)
-    width: int = 64
-    num_heads: int = 4
-    depth: int = 1
-    dropout: float = 0.1
-    ff_multiplier: int = 2
-    head_units: int = 64
-    pooled_tokens: int = 8
-    fusion: str = "cross_attention"
-    # logging
-    histogram_freq: int = 10  # weight histograms every k epochs (each write costs ~0.3 s on CPU)
-    batch_log_frequency: int = 10  # batch records every k training steps (0: off)
-    verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
-    wandb: bool = False
-    wandb_project: str = "personality-cross-attention"
-    wandb_mode: str = "offline"
-    resume: bool = False  # continue the run in the output folder from its last finished epoch
-
-    @property
-    def output_dir(self) -> Path:
-        return Path(self.output).parent
-
-    def model_config(self) -> Any:
-        from models.cross_attention import ModelConfig
-
-        return ModelConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -101,10 +51,6 @@ def prepare(cfg: TrainConfig) -> Prepared:
     """Validate every input and setting; raise InputError before anything is written."""
     if cfg.schedule not in SCHEDULES:
         raise InputError(f"expected --schedule to be one of {SCHEDULES}, found {cfg.schedule!r}")
-    try:
-        cfg.model_config()
-    except ValueError as exc:
-        raise InputError(f"invalid model settings: {exc}") from None
     if Path(cfg.output).suffix not in (".h5", ".keras"):
         raise InputError("expected --output to end in .h5 or .keras", cfg.output)
     data = load_dataset(cfg.static_features, cfg.dynamic_features, cfg.labels)
@@ -125,82 +71,25 @@ def prepare(cfg: TrainConfig) -> Prepared:
     return Prepared(data, train_idx, val_idx, label_means(data.labels, train_idx), resume_state)
 
 
-def make_callbacks(
-    cfg: TrainConfig, batches: list[EpochBatches], history: History, leading: list[Any] | None = None
-) -> list[Any]:
-    """The Keras callbacks of a run, in the order they must run.
+def make_callbacks(cfg: TrainConfig, history: History, run_log: list[Any] | None = None) -> list[Any]:
+    """The Keras callbacks of a run, in the order they must run (see :mod:`utils.callbacks`).
 
-    ``leading`` callbacks run right after the epoch context, before the history
-    writer, so keys they add to ``logs`` reach every later callback.
+    ``run_log`` callbacks run right after the learning-rate callback, before
+    the history writer, so keys they add to ``logs`` reach every later callback.
     """
     import keras
 
+    from utils import callbacks as cb
+
     out = cfg.output_dir
-
-    class EpochContext(keras.callbacks.Callback):
-        """First callback: epoch-seeded data order, and the learning rate in the logs."""
-
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            for b in batches:
-                b.epoch = epoch
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if logs is not None:
-                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    class HistoryWriter(keras.callbacks.Callback):
-        """Append each epoch's logs and rewrite both history files atomically."""
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            row = {"epoch": float(epoch + 1), **{k: float(v) for k, v in (logs or {}).items()}}
-            done = len(history.get("epoch", []))
-            for key in row:
-                history.setdefault(key, [math.nan] * done)  # a metric first seen now
-            for key, values in history.items():
-                values.append(row.get(key, math.nan))
-            save_history(history, out / C.HISTORY_FILE, out / C.HISTORY_JSON_FILE)
-
-    class BestModelCheckpoint(keras.callbacks.Callback):
-        """Save the full model whenever ``val_loss`` improves, atomically (seed name, loadable)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.best = math.inf
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            value = (logs or {}).get("val_loss", math.inf)
-            if value < self.best:
-                self.best = value
-                save_model(self.model, out / C.CHECKPOINT_FILE)
-
-    class CompactProgbar(keras.callbacks.ProgbarLogger):
-        """Keras' progress bar, showing the headline metrics only (not all 36)."""
-
-        def _keep(self, logs: dict | None) -> dict:
-            return {k: v for k, v in (logs or {}).items() if k in PROGRESS_KEYS}
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            super().on_train_batch_end(batch, self._keep(logs))
-
-        def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            super().on_test_batch_end(batch, self._keep(logs))
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            super().on_epoch_end(epoch, self._keep(logs))
-
-        def on_test_end(self, logs: dict | None = None) -> None:
-            super().on_test_end(self._keep(logs))
-
     callbacks: list[Any] = [
-        EpochContext(),
-        *(leading or []),
-        HistoryWriter(),
+        cb.LearningRateInLogs(),
+        *(run_log or []),
+        cb.HistoryWriter(history, out / C.HISTORY_FILE, out / C.HISTORY_JSON_FILE),
         keras.callbacks.TerminateOnNaN(),
-        CompactProgbar(),
-        BestModelCheckpoint(),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", mode="min", patience=cfg.patience, restore_best_weights=True, verbose=1
-        ),
+        cb.CompactProgbar(),
+        cb.BestModelCheckpoint(out / C.CHECKPOINT_FILE),
+        keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience, verbose=1),
     ]
     if cfg.schedule == "plateau":
         callbacks.append(
@@ -213,16 +102,8 @@ def make_callbacks(
                 verbose=1,
             )
         )
-    class EpochTensorBoard(keras.callbacks.TensorBoard):
-        """TensorBoard writing epoch summaries only: Keras' per-step hook makes one
-        ``summary.scalar`` call per log key that ``update_freq="epoch"`` never records
-        (about 1.5 ms per step on 2 CPU cores, docs/performance.md)."""
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            pass
-
     callbacks.append(
-        EpochTensorBoard(log_dir=str(out / C.TENSORBOARD_DIR), histogram_freq=cfg.histogram_freq, write_graph=False)
+        cb.EpochTensorBoard(log_dir=str(out / C.TENSORBOARD_DIR), histogram_freq=cfg.histogram_freq, write_graph=False)
     )
     return callbacks
 
@@ -258,11 +139,11 @@ def build_compiled_model(cfg: TrainConfig, prep: Prepared, steps_per_epoch: int)
     import keras
 
     from models.cross_attention import build_model
-    from utils.metrics import compile_metrics
+    from utils.keras_metrics import compile_metrics
 
     data = prep.data
     model = build_model(
-        cfg.model_config(),
+        cfg.model,
         data.static_shape,
         data.dynamic_shape,
         static_stats=feature_statistics(data.static, prep.train_idx),
@@ -311,49 +192,53 @@ def summarize(history: History) -> tuple[int, dict[str, float]]:
     return int(history["epoch"][i]), best
 
 
+def epoch_from_step_counter(model: Any, steps_per_epoch: int) -> int:
+    """The epoch Keras' optimizer has reached: finished steps // steps per epoch (0-based).
+
+    Read when Keras opens the training iterator at an epoch start, when every
+    step of the earlier epochs is done; ``--resume`` restores the counter.
+    """
+    return int(model.optimizer.iterations.numpy()) // steps_per_epoch
+
+
 def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     """Train, checkpoint and log one run; return its summary."""
     prep = prep or prepare(cfg)
     start = time.perf_counter()
     set_determinism(cfg.seed)
+    from models.cross_attention import parameter_counts
+    from utils import resume
+    from utils.callbacks import ResumeCheckpoint
     from utils.data import make_tf_dataset
+    from utils.run_folder import archive_previous_run
+    from utils.run_logging import RunLogger
 
     out = cfg.output_dir
     if prep.resume_state is None:
-        from utils.run_folder import archive_previous_run
-
         archive_previous_run(out, Path(cfg.output))
     out.mkdir(parents=True, exist_ok=True)
     train_batches = EpochBatches(prep.train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_batches = EpochBatches(prep.val_idx, cfg.batch_size, shuffle=False, seed=cfg.seed)
-    train_ds = make_tf_dataset(prep.data, train_batches)
-    val_ds = make_tf_dataset(prep.data, val_batches)
-    model = build_compiled_model(cfg, prep, len(train_batches))
-
-    from models.cross_attention import parameter_counts
-
+    steps = len(train_batches)
+    model = build_compiled_model(cfg, prep, steps)
+    train_ds = make_tf_dataset(prep.data, train_batches, epoch=lambda: epoch_from_step_counter(model, steps))
+    val_ds = make_tf_dataset(prep.data, EpochBatches(prep.val_idx, cfg.batch_size, shuffle=False, seed=cfg.seed))
     counts = parameter_counts(model)
     logger.info(
         "Training %s on %d samples, validating on %d; %d trainable / %d frozen parameters",
         model.name, len(prep.train_idx), len(prep.val_idx), counts["trainable"], counts["frozen"],
     )
-
-    from utils.run_logging import RunLogger
-
     run_logger = RunLogger(cfg, prep, model, out)
     run_logger.start()
-    from utils import resume
-
     history: History = {}
-    callbacks = make_callbacks(
-        cfg, [train_batches, val_batches], history, leading=run_logger.callbacks(train_batches, val_batches)
-    )
-    initial_epoch = 0
+    callbacks = make_callbacks(cfg, history, run_log=run_logger.callbacks())
+    initial_epoch, restored = 0, None
     if prep.resume_state is not None:
         initial_epoch = resume.restore(model, prep.resume_state, out)
+        restored = prep.resume_state.get("callbacks", {})
         history.update(_history_until(out, initial_epoch))
         logger.info("Resuming after epoch %d from %s", initial_epoch, resume.state_path(out))
-    callbacks.append(resume.make_callback(out, cfg.to_dict(), callbacks, prep.resume_state))
+    save_state = functools.partial(resume.save_state, out, cfg.to_dict())
+    callbacks.append(ResumeCheckpoint(list(callbacks), save_state, restored))
     wandb_run = _start_wandb(cfg, prep, counts, run_logger.wandb_config()) if cfg.wandb else None
     if wandb_run is not None:
         from wandb.integration.keras import WandbMetricsLogger
@@ -362,71 +247,11 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     status = "failed"
     try:
         try:
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=cfg.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=cfg.verbose,
-                shuffle=False,
-            )
-        except KeyboardInterrupt:
-            status = "interrupted"
-            done = len(history.get("epoch", []))
-            raise TrainingStopped(
-                f"interrupted during epoch {done + 1}; the {done} finished epoch(s), the best checkpoint "
-                f"and the history are saved in {out}. Resume with the same command plus --resume",
-                EXIT_INTERRUPTED,
-            ) from None
-        losses = history.get("loss", [])
-        if losses and not math.isfinite(losses[-1]):
-            status = "diverged"
-            kept = (
-                f"the best checkpoint ({C.CHECKPOINT_FILE}) and the history so far are kept in {out}"
-                if (out / C.CHECKPOINT_FILE).is_file()
-                else f"no epoch ended with a finite loss, so there is no checkpoint; the history is in {out}"
-            )
-            raise TrainingStopped(
-                f"the loss became {losses[-1]} in epoch {int(history['epoch'][-1])}; training stopped and "
-                f"{kept}. Try a lower --learning_rate",
-                EXIT_DIVERGED,
-            )
-        if not history or "val_loss" not in history:
-            raise InputError("training stopped before the first epoch finished")
-        if (out / C.CHECKPOINT_FILE).is_file():
-            model.load_weights(out / C.CHECKPOINT_FILE)  # the best epoch, also across a resume
-        paths = {
-            "model": str(cfg.output),
-            "checkpoint": str(out / C.CHECKPOINT_FILE),
-            "history": str(out / C.HISTORY_FILE),
-            "history_json": str(out / C.HISTORY_JSON_FILE),
-            "tensorboard": str(out / C.TENSORBOARD_DIR),
-            "summary": str(out / C.TRAINING_SUMMARY_FILE),
-        }
-        save_model(model, cfg.output)  # early stopping restored the best weights
-        best_epoch, best = summarize(history)
-        result = TrainResult(
-            history=history,
-            best_epoch=best_epoch,
-            best=best,
-            paths=paths,
-            train_label_means=[float(v) for v in prep.train_label_means],
-            n_train=len(prep.train_idx),
-            n_val=len(prep.val_idx),
-            seconds=time.perf_counter() - start,
-        )
-        write_json(out / C.TRAINING_SUMMARY_FILE, {
-            "best_epoch": best_epoch,
-            "epochs_run": len(history["epoch"]),
-            "best_validation": best,
-            "train_label_means": dict(zip(C.TRAITS, result.train_label_means)),
-            "n_train": result.n_train,
-            "n_val": result.n_val,
-            "seconds": result.seconds,
-            "config": cfg.to_dict(),
-            "paths": paths,
-        })
+            _fit(model, train_ds, val_ds, cfg, initial_epoch, callbacks, history)
+        except TrainingStopped as exc:
+            status = "interrupted" if exc.exit_code == EXIT_INTERRUPTED else "diverged"
+            raise
+        result = _finish_run(cfg, prep, model, history, time.perf_counter() - start)
         status = "completed"
         resume.clear(out)
         run_logger.finish(status, result)
@@ -439,6 +264,83 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
             run_logger.finish(status)
         if wandb_run is not None:
             wandb_run.finish(exit_code=1)
+
+
+def _fit(
+    model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, initial_epoch: int, callbacks: list[Any], history: History
+) -> None:
+    """``model.fit``; Ctrl-C and a NaN/Inf loss become :class:`TrainingStopped` with their exit codes."""
+    out = cfg.output_dir
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=cfg.verbose,
+            shuffle=False,
+        )
+    except KeyboardInterrupt:
+        done = len(history.get("epoch", []))
+        raise TrainingStopped(
+            f"interrupted during epoch {done + 1}; the {done} finished epoch(s), the best checkpoint "
+            f"and the history are saved in {out}. Resume with the same command plus --resume",
+            EXIT_INTERRUPTED,
+        ) from None
+    losses = history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        kept = (
+            f"the best checkpoint ({C.CHECKPOINT_FILE}) and the history so far are kept in {out}"
+            if (out / C.CHECKPOINT_FILE).is_file()
+            else f"no epoch ended with a finite loss, so there is no checkpoint; the history is in {out}"
+        )
+        raise TrainingStopped(
+            f"the loss became {losses[-1]} in epoch {int(history['epoch'][-1])}; training stopped and "
+            f"{kept}. Try a lower --learning_rate",
+            EXIT_DIVERGED,
+        )
+    if not history or "val_loss" not in history:
+        raise InputError("training stopped before the first epoch finished")
+
+
+def _finish_run(cfg: TrainConfig, prep: Prepared, model: Any, history: History, seconds: float) -> TrainResult:
+    """Load the best checkpoint, save the final model and the training summary."""
+    out = cfg.output_dir
+    if (out / C.CHECKPOINT_FILE).is_file():
+        model.load_weights(out / C.CHECKPOINT_FILE)  # the best epoch, also across a resume
+    paths = {
+        "model": str(cfg.output),
+        "checkpoint": str(out / C.CHECKPOINT_FILE),
+        "history": str(out / C.HISTORY_FILE),
+        "history_json": str(out / C.HISTORY_JSON_FILE),
+        "tensorboard": str(out / C.TENSORBOARD_DIR),
+        "summary": str(out / C.TRAINING_SUMMARY_FILE),
+    }
+    save_model(model, cfg.output)
+    best_epoch, best = summarize(history)
+    result = TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        best=best,
+        paths=paths,
+        train_label_means=[float(v) for v in prep.train_label_means],
+        n_train=len(prep.train_idx),
+        n_val=len(prep.val_idx),
+        seconds=seconds,
+    )
+    write_json(out / C.TRAINING_SUMMARY_FILE, {
+        "best_epoch": best_epoch,
+        "epochs_run": len(history["epoch"]),
+        "best_validation": best,
+        "train_label_means": dict(zip(C.TRAITS, result.train_label_means)),
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "seconds": result.seconds,
+        "config": cfg.to_dict(),
+        "paths": paths,
+    })
+    return result
 
 
 def _start_wandb(cfg: TrainConfig, prep: Prepared, counts: dict[str, int], extra: dict[str, Any]) -> Any:
