@@ -101,6 +101,11 @@ def trait_label(trait: str) -> str:
     return f"{trait.capitalize()} ({C.TRAIT_ABBREVIATIONS[C.TRAITS.index(trait)]})"
 
 
+def _two_line_labels() -> list[str]:
+    """``"Openness\\n(O)"`` for every trait: tick labels that fit under a bar pair."""
+    return [f"{t.capitalize()}\n({a})" for t, a in zip(C.TRAITS, C.TRAIT_ABBREVIATIONS)]
+
+
 def save(fig: Any, path: str | Path) -> Path:
     """Save ``fig`` atomically at :data:`DPI` and close it (also on failure)."""
     try:
@@ -144,8 +149,10 @@ class Curves:
         columns: every history column, aligned with ``epoch``.
         best: row index of the best epoch (lowest ``val_loss``, else lowest ``loss``).
         best_by: the column that chose it.
-        lr_cuts: epochs at which the learning rate dropped (empty for a
-            continuous schedule, see ``lr_note``).
+        lr_cuts: the first epoch run at each lowered learning rate (empty
+            for a continuous schedule, see ``lr_note``); figures draw the cut
+            at ``epoch - 0.5``, between the last epoch at the old rate and the
+            first at the new one (:func:`lr_cut_label`).
         lr_note: a sentence about the learning rate for the figures, or "".
         notes: what was done to the raw history (duplicates dropped, ...).
     """
@@ -228,8 +235,16 @@ def _decorate_epochs(ax: Any, curves: Curves, mark_best: bool = True) -> None:
             label=f"best epoch {curves.best_epoch:g} (lowest {curves.best_by})",
         )
     for i, e in enumerate(curves.lr_cuts):
-        ax.axvline(e, color=LR_COLOR, ls="-.", lw=1.0, alpha=0.7, label="learning-rate cut" if i == 0 else None)
+        ax.axvline(
+            e - 0.5, color=LR_COLOR, ls="-.", lw=1.0, alpha=0.7, label=lr_cut_label(curves.lr_cuts) if i == 0 else None
+        )
     ax.grid(alpha=0.3)
+
+
+def lr_cut_label(first_epochs: Sequence[float]) -> str:
+    """Legend text of the cut lines: ``"learning-rate cut (from epoch 6, 9)"``."""
+    epochs = ", ".join(f"{e:g}" for e in first_epochs)
+    return f"learning-rate cut (lower rate from epoch {epochs})"
 
 
 def _subtitle(curves: Curves) -> str:
@@ -289,7 +304,7 @@ def plot_per_trait_r_squared(curves: Curves, path: str | Path) -> Path | None:
     if curves.best is not None:
         handles.append(Line2D([], [], color=BEST_COLOR, ls=":", label=f"best epoch {curves.best_epoch:g}"))
     if curves.lr_cuts:
-        handles.append(Line2D([], [], color=LR_COLOR, ls="-.", label="learning-rate cut"))
+        handles.append(Line2D([], [], color=LR_COLOR, ls="-.", label=lr_cut_label(curves.lr_cuts)))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     ax.set_ylabel("R²")
     ax.set_title(f"R² per trait over epochs\n{_subtitle(curves)}", fontsize=11)
@@ -318,7 +333,7 @@ def plot_r2_comparison(curves: Curves, path: str | Path) -> Path | None:
         return None
     i = curves.best
     keys = [C.per_trait_metric_name(t, "r_squared") for t in C.TRAITS] + ["r_squared"]
-    labels = [trait_label(t) for t in C.TRAITS] + ["Overall (mean)"]
+    labels = [*_two_line_labels(), "Overall\n(mean)"]
     colors = [TRAIT_COLORS[t] for t in C.TRAITS] + [OVERALL_COLOR]
 
     def at_best(key: str) -> float:
@@ -332,24 +347,28 @@ def plot_r2_comparison(curves: Curves, path: str | Path) -> Path | None:
         return None
     x = np.arange(len(keys))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(10.5, 4.8))
     bars_t = ax.bar(x - width / 2, np.nan_to_num(train), width, color=colors, alpha=0.45, hatch="//", edgecolor="white")
     bars_v = ax.bar(x + width / 2, np.nan_to_num(val), width, color=colors, edgecolor="black", lw=0.6)
     _bar_labels(ax, bars_t, train)
     _bar_labels(ax, bars_v, val)
     ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xticks(x, labels, rotation=15)
+    ax.set_xticks(x, labels)
     ax.set_ylabel("R²")
     ax.set_xlabel("Trait")
     ax.margins(y=0.15)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(
         handles=[
-            Patch(facecolor=OVERALL_COLOR, alpha=0.45, hatch="//", edgecolor="white", label="training"),
-            Patch(facecolor=OVERALL_COLOR, edgecolor="black", label="validation"),
+            Patch(facecolor=OVERALL_COLOR, alpha=0.45, hatch="//", edgecolor="white",
+                  label="training (running average over the epoch's batches, dropout on)"),
+            Patch(facecolor=OVERALL_COLOR, edgecolor="black", label="validation (whole split at the epoch's end, dropout off)"),
         ],
-        loc="best",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncol=1,
         fontsize=9,
+        frameon=False,
     )
     overall = val[-1] if np.isfinite(val[-1]) else train[-1]
     ax.set_title(
@@ -368,61 +387,119 @@ def correlation_columns(curves: Curves) -> list[str]:
     return [k for k in keys if k in curves.columns]
 
 
-def plot_metric_correlation(curves: Curves, path: str | Path) -> Path:
-    """Heatmap of the Pearson correlation of the metrics across epochs.
+_METRIC_WORDS = {"loss": "loss", "mae": "MAE", "mse": "MSE", "r_squared": "R²", "learning_rate": "learning rate"}
 
-    A history of one epoch, or one whose metrics are all constant, gets a
-    figure that says so instead of a heatmap.
+
+def metric_label(key: str) -> str:
+    """A history key in words: ``"val_openness_r_squared"`` -> ``"validation R², openness"``."""
+    if key == "learning_rate":
+        return "learning rate"
+    split, name = ("validation", key[4:]) if key.startswith("val_") else ("training", key)
+    for trait in C.TRAITS:
+        if name.startswith(trait + "_"):
+            return f"{split} {_METRIC_WORDS.get(name[len(trait) + 1:], name)}, {trait}"
+    return f"{split} {_METRIC_WORDS.get(name, name)}"
+
+
+def _distinct_columns(frame: Any, levels: Any) -> tuple[list[str], list[str], list[str]]:
+    """(varying and distinct, constant or missing, 'a = b' duplicates) among ``frame``'s columns.
+
+    Two columns are duplicates when their ``levels`` agree to float32 precision
+    (the MSE loss and the MSE metric, summed in a different order).
     """
-    import pandas as pd
-
-    title = "Correlation of the metrics across epochs"
-    if len(curves.epoch) < 2:
-        return note_figure(
-            title,
-            f"Only one epoch was recorded (epoch {curves.epoch[0]:g}).\n"
-            "Correlations across epochs need at least two epochs.",
-            path,
-        )
-    frame = pd.DataFrame({k: curves.columns[k] for k in correlation_columns(curves)})
-    usable, left_out = [], []
+    usable: list[str] = []
+    left_out: list[str] = []
+    same: list[str] = []
     for key in frame.columns:
         values = frame[key].to_numpy(dtype="float64")
         finite = values[np.isfinite(values)]
-        (usable if len(finite) >= 2 and np.ptp(finite) > 0 else left_out).append(key)
+        if len(finite) < 2 or np.ptp(finite) == 0:
+            left_out.append(key)
+            continue
+        level = levels[key].to_numpy(dtype="float64")
+        twin = next(
+            (k for k in usable
+             if np.allclose(levels[k].to_numpy(dtype="float64"), level, rtol=1e-5, atol=0.0, equal_nan=True)),
+            None,
+        )
+        if twin is None:
+            usable.append(key)
+        else:
+            same.append(f"{metric_label(key)} = {metric_label(twin)}")
+    return usable, left_out, same
+
+
+def plot_metric_correlation(curves: Curves, path: str | Path) -> Path:
+    """Do the metrics improve in the same epochs? Correlation of their epoch-to-epoch changes.
+
+    Levels of metrics that all trend over training correlate whatever their
+    relation; the changes from one epoch to the next do not share that trend,
+    so the heatmap answers "when the training loss falls, does the validation
+    R² of each trait rise in the same epoch?". Columns that are identical
+    (the MSE loss and the MSE metric) are shown once and named; constant ones
+    are left out and named. Fewer than three epochs, or fewer than two varying
+    metrics, give a figure that says so.
+    """
+    import pandas as pd
+
+    title = "Do the metrics change together from one epoch to the next?"
+    if len(curves.epoch) < 3:
+        return note_figure(
+            title,
+            f"Only {len(curves.epoch)} epoch(s) were recorded ({', '.join(f'{e:g}' for e in curves.epoch)}).\n"
+            "Correlations of epoch-to-epoch changes need at least three epochs.",
+            path,
+        )
+    levels = pd.DataFrame({k: curves.columns[k] for k in correlation_columns(curves)})
+    changes = levels.diff().iloc[1:]
+    usable, left_out, same = _distinct_columns(changes, levels)
     if len(usable) < 2:
         return note_figure(
             title,
-            f"Fewer than two metrics vary across the {len(curves.epoch)} epochs\n"
-            f"(constant or missing: {', '.join(left_out) or 'none'}).",
+            f"Fewer than two metrics change across the {len(curves.epoch)} epochs\n"
+            f"(constant or missing: {', '.join(map(metric_label, left_out)) or 'none'}).",
             path,
         )
-    corr = frame[usable].corr(min_periods=2)
-    size = 2.2 + 0.62 * len(usable)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    corr = changes[usable].corr(min_periods=2)
+    corr.index = corr.columns = [metric_label(k) for k in usable]
+    corr = corr.iloc[1:, :-1]  # the lower triangle without the diagonal of ones
+    mask = np.triu(np.ones(corr.shape, dtype=bool), k=1)
+    size = 2.6 + 0.6 * len(corr)
+    fig, ax = plt.subplots(figsize=(size + 2.0, size))
     _heatmap(
-        corr,
-        vmin=-1,
-        vmax=1,
-        center=0,
-        cmap=CORRELATION_CMAP,
-        annot=True,
-        fmt=".2f",
-        annot_kws={"fontsize": 7},
-        square=True,
-        linewidths=0.5,
-        cbar_kws={"label": "Pearson r across epochs", "shrink": 0.8},
-        ax=ax,
+        corr, mask=mask, vmin=-1, vmax=1, center=0, cmap=CORRELATION_CMAP, annot=True, fmt=".2f",
+        annot_kws={"fontsize": 8}, square=True, linewidths=0.5,
+        cbar_kws={"label": "Pearson r of the epoch-to-epoch changes", "shrink": 0.8}, ax=ax,
     )
-    ax.set_xlabel("Metric")
-    ax.set_ylabel("Metric")
-    lines = [f"{title} ({len(curves.epoch)} epochs)"]
-    if len(curves.epoch) < 4:
-        lines.append(f"with {len(curves.epoch)} epochs most correlations are close to ±1 by construction")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    n = len(changes)
+    lines = [
+        title,
+        f"n = {n} changes between {len(curves.epoch)} epochs ({curves.epoch[0]:g}–{curves.epoch[-1]:g}); "
+        f"|r| above {_critical_r(n):.2f} differs from 0 at p < 0.05" if n > 2 else f"n = {n} changes: r is ±1 by construction",
+    ]
+    if {"loss", "val_loss"} <= set(usable) and n > 2:
+        r = float(changes["loss"].corr(changes["val_loss"]))
+        verdict = (
+            "epochs that lower the training loss lower the validation loss too" if r >= _critical_r(n)
+            else "no evidence that epochs that lower the training loss lower the validation loss"
+        )
+        lines.append(f"training vs validation loss: r = {r:+.2f}, {verdict}")
+    if same:
+        lines.append("shown once (identical): " + "; ".join(same))
     if left_out:
-        lines.append(f"constant, left out: {', '.join(left_out)}")
-    ax.set_title("\n".join(lines), fontsize=10)
+        lines.append("constant, left out: " + ", ".join(map(metric_label, left_out)))
+    ax.set_title("\n".join(lines), fontsize=9.5)
     return save(fig, path)
+
+
+def _critical_r(n: int, alpha: float = 0.05) -> float:
+    """Smallest |Pearson r| of ``n`` pairs that is significant at ``alpha`` (two-sided t test)."""
+    from scipy import stats
+
+    t = stats.t.ppf(1.0 - alpha / 2.0, n - 2)
+    return float(t / math.sqrt(n - 2 + t * t))
 
 
 def plot_training_history(history: Mapping[str, Sequence[float]], output_dir: str | Path) -> list[Path]:
@@ -458,8 +535,13 @@ def plot_trait_scatter(
     metrics: Mapping[str, float],
     path: str | Path,
     baseline_mean: float | None = None,
+    split: str | None = None,
 ) -> Path:
-    """Predicted vs true for one trait: identity line, least-squares fit, R² and CCC."""
+    """Predicted vs true for one trait: identity line, least-squares fit, R² and CCC.
+
+    ``split`` names the clips the points are (``"validation"``, ``"train"``,
+    ``"all"``); the title says it.
+    """
     y = np.asarray(y_true, dtype="float64")
     p = np.asarray(y_pred, dtype="float64")
     shown = _subsample(len(y))
@@ -479,13 +561,17 @@ def plot_trait_scatter(
     if baseline_mean is not None:
         ax.axhline(baseline_mean, color=BASELINE_COLOR, lw=1.5, label=f"mean-predictor baseline ({baseline_mean:.3f})")
     ax.plot([], [], " ", label=f"R² = {metrics['r_squared']:.3f}, CCC = {metrics['ccc']:.3f}")
-    ax.plot([], [], " ", label=f"MAE = {metrics['mae']:.3f}, accuracy = {metrics['accuracy']:.3f}")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
+    ax.plot([], [], " ", label=f"MAE = {metrics['mae']:.3f}, accuracy (1 − MAE) = {metrics['accuracy']:.3f}")
+    pad = 0.02 * (hi - lo)  # keeps the two "0.0" tick labels at the corner apart
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
     ax.set_aspect("equal")
     ax.set_xlabel(f"True {trait}")
     ax.set_ylabel(f"Predicted {trait}")
-    ax.set_title(f"{trait_label(trait)}: predicted vs true{_shown_note(len(y))}", fontsize=11)
+    clips = f"{split} split, " if split else ""
+    ax.set_title(
+        f"{trait_label(trait)}: predicted vs true\n{clips}{len(y)} clips{_shown_note(len(y))}", fontsize=11
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
     return save(fig, path)
@@ -560,10 +646,46 @@ def _corr(values: np.ndarray) -> np.ndarray:
     return np.clip(corr, -1.0, 1.0)
 
 
+def _mean_off_diagonal(corr: np.ndarray) -> float:
+    off = corr[~np.eye(len(corr), dtype=bool)]
+    off = off[np.isfinite(off)]
+    return float(off.mean()) if off.size else math.nan
+
+
+def _first_component_share(corr: np.ndarray) -> float:
+    """Share of the total (standardized) variance on the first principal component."""
+    if not np.isfinite(corr).all():
+        return math.nan
+    return float(np.linalg.eigvalsh(corr)[-1] / len(corr))
+
+
+# The predictions' mean trait correlation exceeds the labels' by at least this: one general factor.
+GENERAL_FACTOR_MARGIN = 0.15
+
+
+def trait_correlation_note(y_true: np.ndarray, y_pred: np.ndarray) -> str:
+    """The sentence under the trait-correlation heatmaps ("" when there is nothing to point out)."""
+    true_corr, pred_corr = _corr(y_true), _corr(y_pred)
+    r_true, r_pred = _mean_off_diagonal(true_corr), _mean_off_diagonal(pred_corr)
+    lines = []
+    if np.isfinite(r_true) and np.isfinite(r_pred) and r_pred - r_true >= GENERAL_FACTOR_MARGIN:
+        lines.append(
+            f"The predictions move together far more than the labels (mean r {r_pred:.2f} against {r_true:.2f}; "
+            f"first principal component {_first_component_share(pred_corr):.0%} of the variance against "
+            f"{_first_component_share(true_corr):.0%}):\nthe model predicts mostly one general factor, "
+            "not five separate traits."
+        )
+    blank = [name for name, values in (("labels", y_true), ("predictions", y_pred)) if np.isnan(_corr(values)).any()]
+    if blank:
+        lines.append(f"Blank cells: a constant column in the {' and the '.join(blank)} (no correlation defined).")
+    return "\n".join(lines)
+
+
 def plot_trait_correlations(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path) -> Path:
     """Trait-by-trait Pearson correlations of the true and of the predicted values, same scale."""
     names = list(C.TRAIT_ABBREVIATIONS)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
+    n = len(np.asarray(y_true))
     for ax, values, title in ((axes[0], y_true, "True labels"), (axes[1], y_pred, "Predictions")):
         _heatmap(
             _corr(values), vmin=-1, vmax=1, center=0, cmap=CORRELATION_CMAP, annot=True, fmt=".2f",
@@ -577,21 +699,27 @@ def plot_trait_correlations(y_true: np.ndarray, y_pred: np.ndarray, path: str | 
             tick.set_color(TRAIT_COLORS[trait])
         for tick, trait in zip(ax.get_yticklabels(), C.TRAITS):
             tick.set_color(TRAIT_COLORS[trait])
-    fig.suptitle("Correlations between traits (blank: a constant column)", fontsize=12)
-    fig.tight_layout()
+    fig.suptitle(f"Correlations between traits over the same {n} clips", fontsize=12)
+    note = trait_correlation_note(y_true, y_pred)
+    if note:
+        fig.text(0.5, 0.0, note, ha="center", va="top", fontsize=9.5, transform=fig.transFigure)
     return save(fig, path)
 
 
 def plot_model_vs_baseline(
     model: Mapping[str, Any], baseline: Mapping[str, Any], path: str | Path
 ) -> Path:
-    """MAE, R² and CCC per trait and overall: the model beside the mean-predictor baseline."""
-    metrics = (("mae", "MAE (lower is better)"), ("r_squared", "R²"), ("ccc", "CCC"))
-    labels = [*C.TRAIT_ABBREVIATIONS, "All"]
+    """MAE, R² and CCC per trait and overall: the model beside the mean-predictor baseline.
+
+    One metric per row, so that the value printed above each bar has the
+    width of a bar pair to itself.
+    """
+    metrics = (("mae", "MAE (lower is better)"), ("r_squared", "R² (higher is better)"), ("ccc", "CCC (higher is better)"))
+    labels = [*_two_line_labels(), "All traits\n(mean)"]
     colors = [TRAIT_COLORS[t] for t in C.TRAITS] + [OVERALL_COLOR]
     x = np.arange(len(labels))
     width = 0.38
-    fig, axes = plt.subplots(1, len(metrics), figsize=(14, 4.2))
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 3.1 * len(metrics) + 1.0), sharex=True, layout="constrained")
     for ax, (name, label) in zip(axes, metrics):
         m = [model["per_trait"][t][name] for t in C.TRAITS] + [model["overall"][name]]
         b = [baseline["per_trait"][t][name] for t in C.TRAITS] + [baseline["overall"][name]]
@@ -602,22 +730,20 @@ def plot_model_vs_baseline(
         _bar_labels(ax, bars_m, m)
         _bar_labels(ax, bars_b, b)
         ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_xticks(x, labels)
-        ax.set_xlabel("Trait")
-        ax.set_ylabel(label)
-        ax.set_title(label)
-        ax.margins(y=0.18)
+        ax.set_ylabel(label.split(" (")[0])
+        ax.set_title(label, fontsize=10, loc="left")
+        ax.margins(y=0.22)
         ax.grid(axis="y", alpha=0.3)
+    axes[-1].set_xticks(x, labels, fontsize=9)
+    axes[-1].set_xlabel("Trait")
     fig.suptitle("Model vs mean-predictor baseline", fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.legend(
         handles=[
             Patch(facecolor=OVERALL_COLOR, edgecolor="black", label="model (bars in the trait's color)"),
             Patch(facecolor=BASELINE_COLOR, edgecolor="black", label="mean-predictor baseline"),
         ],
         fontsize=9,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.95),
+        loc="outside lower center",
         ncol=2,
     )
     return save(fig, path)

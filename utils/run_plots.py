@@ -160,63 +160,113 @@ def _epoch_axis(ax: Any) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _lr_points(logs: RunLogs) -> tuple[list[float], list[float]] | None:
-    """Learning rate against training progress (epoch E spans [E-1, E])."""
+def _lr_segments(logs: RunLogs) -> tuple[list[float], list[float], list[float], list[float]] | None:
+    """The learning rate as a step line: epoch E runs from x = E - 0.5 to E + 0.5.
+
+    Returns the line's x and y (a rate that changes between epochs jumps
+    vertically at the boundary, never a ramp across it; NaN breaks the line
+    at a gap in the epochs) and one point per epoch at x = E (the rate the
+    epoch ran at; the middle of the epoch for a rate that moves within it).
+    """
+    rows: list[tuple[float, float, float]] = []  # (epoch, rate at its start, rate at its end)
     if logs.epochs and all("learning_rate" in r for r in logs.epochs):
-        xs: list[float] = []
-        ys: list[float] = []
         for r in logs.epochs:
-            e = float(r["epoch"])
+            end = float(r["learning_rate"])
             start = r.get("learning_rate_start")
-            if start is not None:
-                xs.append(e - 1)
-                ys.append(float(start))
-            xs.append(e)
-            ys.append(float(r["learning_rate"]))
-        return xs, ys
-    lr = logs.series("learning_rate")
-    if lr is None:
-        return None
-    return [float(e) for e in logs.epoch_numbers], lr
+            rows.append((float(r["epoch"]), end if start is None else float(start), end))
+    else:
+        lr = logs.series("learning_rate")
+        if lr is None:
+            return None
+        rows = [(float(e), float(v), float(v)) for e, v in zip(logs.epoch_numbers, lr)]
+    xs: list[float] = []
+    ys: list[float] = []
+    for i, (epoch, start, end) in enumerate(rows):
+        if i and epoch != rows[i - 1][0] + 1:
+            xs.append(math.nan)
+            ys.append(math.nan)
+        xs += [epoch - 0.5, epoch + 0.5]
+        ys += [start, end]
+    mid = [math.sqrt(a * b) if a > 0 and b > 0 else (a + b) / 2 for _, a, b in rows]
+    return xs, ys, [e for e, _, _ in rows], mid
+
+
+def _lr_ticks(ax: Any, rates: Sequence[float]) -> None:
+    """Log axis with a labelled tick at every rate used (a few), else at the first and final rate too."""
+    from matplotlib.ticker import NullLocator
+
+    finite = sorted({float(v) for v in rates if v and v > 0 and math.isfinite(v)})
+    if not finite:
+        return
+    lo, hi = finite[0], finite[-1]
+    pad = max(math.log10(hi / lo) * 0.08, 0.06)
+    ax.set_ylim(lo / 10**pad, hi * 10**pad)
+    if len(finite) <= 8:
+        ticks = finite
+    else:  # decades inside the range, plus the first and the final rate
+        ends = [float(rates[0]), float(rates[-1])]
+        decades = [10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+        ticks = sorted(ends + [d for d in decades if lo <= d <= hi and all(abs(math.log10(d / e)) > 0.15 for e in ends)])
+    ax.set_yticks(ticks, [f"{v:.3g}" for v in ticks])
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _draw_lr(ax: Any, logs: RunLogs, annotate: bool = True) -> bool:
-    points = _lr_points(logs)
-    if points is None:
+    line = _lr_segments(logs)
+    if line is None:
         return False
-    xs, ys = points
-    ax.plot(xs, ys, "o-", color=LR_COLOR, ms=4, lw=1.5, label="learning rate (epoch start/end)")
+    xs, ys, epochs, mid = line
+    ax.plot(xs, ys, "-", color=LR_COLOR, lw=1.8, label="learning rate (each epoch, start to end)")
+    ax.plot(epochs, mid, "o", color=LR_COLOR, ms=4)
     steps = _steps_per_epoch(logs)
-    batch = [b for b in logs.batches if b.get("learning_rate") is not None]
-    if batch and steps:
-        bx = [b["epoch"] - 1 + b["step"] / steps[b["epoch"]] for b in batch if b["epoch"] in steps]
-        by = [b["learning_rate"] for b in batch if b["epoch"] in steps]
-        ax.plot(bx, by, "-", color=LR_COLOR, lw=0.8, alpha=0.5, label="learning rate (logged batches)")
+    batch = [b for b in logs.batches if b.get("learning_rate") is not None and b["epoch"] in steps]
+    if batch:
+        bx = [b["epoch"] - 0.5 + b["step"] / steps[b["epoch"]] for b in batch]
+        ax.plot(bx, [b["learning_rate"] for b in batch], ".", color=LR_COLOR, ms=3, alpha=0.5,
+                label="learning rate at logged steps")
     changes = logs.lr_changes or []
-    seen: set[str] = set()
+    last = max(epochs)
+    firsts: dict[str, list[int]] = {}
     for change in changes:
-        cause = change.get("cause", CAUSE_OTHER)
+        firsts.setdefault(change.get("cause", CAUSE_OTHER), []).append(_first_epoch_at_new_rate(change))
+    for cause, first in firsts.items():
         color = CAUSE_COLORS.get(cause, CAUSE_COLORS[CAUSE_OTHER])
-        label = None if cause in seen else CAUSE_LABELS.get(cause, cause)
-        seen.add(cause)
-        ax.axvline(change["epoch"], color=color, ls=":", lw=1.2, label=label)
-        if annotate and len(changes) <= MAX_ANNOTATED_CHANGES and change["old"]:
-            ax.annotate(
-                f"×{change['new'] / change['old']:.2g}",
-                xy=(change["epoch"], change["new"]),
-                xytext=(3, -11),
-                textcoords="offset points",
-                fontsize=8,
-                color=color,
-            )
-    positive = [y for y in ys if y and y > 0]
-    if positive:
+        used = [str(e) for e in first if e <= last]
+        label = CAUSE_LABELS.get(cause, cause) + (f", new rate from epoch {', '.join(used)}" if used else "")
+        if len(used) < len(first):
+            label += ("; " if used else ", ") + "one after the last epoch (never used)"
+        for i, e in enumerate(first):
+            ax.axvline(e - 0.5, color=color, ls=":", lw=1.2, label=label if i == 0 else None)
+    if annotate and len(changes) <= MAX_ANNOTATED_CHANGES:
+        for change in changes:
+            if change["old"] and change["new"] and _first_epoch_at_new_rate(change) <= last:
+                color = CAUSE_COLORS.get(change.get("cause", CAUSE_OTHER), CAUSE_COLORS[CAUSE_OTHER])
+                ax.annotate(
+                    f"×{change['new'] / change['old']:.2g}",
+                    xy=(_first_epoch_at_new_rate(change) - 0.5, math.sqrt(change["old"] * change["new"])),
+                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color=color,
+                )
+    if any(y > 0 for y in ys if math.isfinite(y)):
         ax.set_yscale("log")
+        _lr_ticks(ax, [y for y in ys if math.isfinite(y)])
+    finite_x = [x for x in xs if math.isfinite(x)]
+    ax.set_xlim(min(finite_x) - 0.3, max(finite_x) + 0.3)
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Learning rate")
     _epoch_axis(ax)
-    ax.legend(fontsize=8, loc="best")
+    if len(epochs) <= 20:
+        ax.set_xticks([int(e) for e in epochs])
+    if annotate:  # the figure of its own: the legend below the plot, clear of the line
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    else:  # a falling rate leaves the lower left empty
+        ax.legend(fontsize=8, loc="lower left")
     return True
+
+
+def _first_epoch_at_new_rate(change: dict[str, Any]) -> int:
+    """The epoch that first ran at a change's new rate (``effective_epoch``; else the one after ``epoch``)."""
+    effective = change.get("effective_epoch")
+    return int(effective) if effective is not None else int(change["epoch"]) + 1
 
 
 def _steps_per_epoch(logs: RunLogs) -> dict[int, int]:
@@ -274,15 +324,22 @@ def _draw_epoch_time(ax: Any, logs: RunLogs, legend: bool = True) -> bool:
         twin.set_ylim(bottom=0)
         handles.append(line)
     if legend:  # below the axes: the bars and the throughput line fill the plot area
-        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     return True
 
 
 def _draw_attention(ax: Any, logs: RunLogs, block: str | None = None) -> bool:
-    """Per head of one block (``"<direction>_<level>"``) or per direction mean (None), with log k."""
+    """Per head of one block (``"<direction>_<level>"``) or per direction mean (None), with log k.
+
+    The axis spans the values (not 0 to log k), so heads a few hundredths of a
+    nat apart stay apart; the uniform level log k is drawn when it is near
+    the values and named in the legend otherwise. Heads are numbered from 1.
+    """
     if not logs.attention:
         return False
     epochs = [r["epoch"] for r in logs.attention]
+    drawn: list[float] = []
+    uniform: list[tuple[float, str, str]] = []  # (log k, label, color)
     if block is None:
         directions = sorted({d for r in logs.attention for d in r.get("directions", {})})
         if not directions:
@@ -291,8 +348,9 @@ def _draw_attention(ax: Any, logs: RunLogs, block: str | None = None) -> bool:
             color = DIRECTION_COLORS.get(d, "#333333")
             values = [r["directions"].get(d, {}).get("mean", math.nan) for r in logs.attention]
             ax.plot(epochs, values, "o-", color=color, ms=4, label=DIRECTION_LABELS.get(d, d))
+            drawn += values
             top = logs.attention[-1]["directions"][d]["max_entropy"]
-            ax.axhline(top, color=color, ls="--", lw=1, label=f"uniform, log k = {top:.2f}")
+            uniform.append((top, f"uniform ({DIRECTION_LABELS.get(d, d)}): log k = {top:.2f}", color))
     else:
         info = logs.attention[-1]["blocks"][block]
         heads = len(info["per_head"])
@@ -301,19 +359,36 @@ def _draw_attention(ax: Any, logs: RunLogs, block: str | None = None) -> bool:
         cmap = plt.get_cmap("viridis")
         for h in range(heads):
             values = [r["blocks"][block]["per_head"][h] if block in r["blocks"] else math.nan for r in logs.attention]
-            ax.plot(epochs, values, "o-", ms=3, lw=1.2, color=cmap((h + 0.5) / heads), label=f"head {h}")
+            ax.plot(epochs, values, "o-", ms=3, lw=1.2, color=cmap((h + 0.5) / heads), label=f"head {h + 1}")
+            drawn += values
         mean = [r["blocks"][block]["mean"] if block in r["blocks"] else math.nan for r in logs.attention]
         color = DIRECTION_COLORS.get(info["direction"], "#333333")
         ax.plot(epochs, mean, "-", lw=2.5, color=color, alpha=0.6, label="mean of heads")
         top = info["max_entropy"]
-        ax.axhline(top, color="#1A1A1A", ls="--", lw=1, label=f"uniform, log k = {top:.2f} (k = {info['key_tokens']})")
-    ax.axhline(0.0, color="#999999", lw=0.8)
-    ax.set_ylim(bottom=-0.02 * max(ax.get_ylim()[1], 1e-6))
+        uniform.append((top, f"uniform: log k = {top:.2f} (k = {info['key_tokens']})", "#1A1A1A"))
+    _entropy_axis(ax, drawn, uniform)
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Attention entropy (nats)")
     _epoch_axis(ax)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
     return True
+
+
+def _entropy_axis(ax: Any, values: Sequence[float], uniform: Sequence[tuple[float, str, str]]) -> None:
+    """Y range around ``values``; each log k line drawn if it is within twice their spread, else named."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return
+    lo, hi = min(finite), max(finite)
+    spread = max(hi - lo, 0.02)
+    for top, label, color in uniform:
+        if top - hi <= 2 * spread:
+            ax.axhline(top, color=color, ls="--", lw=1, label=label)
+            hi = max(hi, top)
+        else:
+            ax.plot([], [], " ", label=f"{label}, above the plot")
+    pad = 0.12 * max(hi - lo, 0.02)
+    ax.set_ylim(lo - 0.6 * pad - 0.25 * (hi - lo), hi + pad)  # room at the bottom for the legend
 
 
 def _best_epoch(logs: RunLogs) -> tuple[int | None, dict[str, float]]:
@@ -468,8 +543,8 @@ def plot_epoch_time(logs: RunLogs, path: Path) -> Path | None:
     if not _draw_epoch_time(ax, logs):
         plt.close(fig)
         return None
-    note = " (epoch 1 includes tracing the train function)" if len(logs.epochs) > 1 else ""
-    ax.set_title(f"Epoch wall time by phase and training throughput{note}\n" + _subtitle(logs))
+    note = "epoch 1 includes tracing the train function\n" if len(logs.epochs) > 1 else ""
+    ax.set_title(f"Epoch wall time by phase and training throughput\n{note}" + _subtitle(logs), pad=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -520,17 +595,27 @@ def plot_batch_loss(logs: RunLogs, path: Path) -> Path | None:
     ax_trait.set_xlabel("Global training step")
     ax_trait.grid(True, alpha=0.3)
     ax_trait.xaxis.set_major_locator(MaxNLocator(integer=True))
-    every = _batch_frequency(logs, steps)
-    ax.set_title(f"Training loss per logged batch (every {every} step{'s' if every != 1 else ''})\n" + _subtitle(logs))
+    ax.set_title(f"Training loss at the logged steps\n{batch_spacing_note(logs, steps)}\n" + _subtitle(logs), fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def _batch_frequency(logs: RunLogs, steps: Sequence[int]) -> int:
+def batch_spacing_note(logs: RunLogs, steps: Sequence[int]) -> str:
+    """Where the logged points really are: their spacing, and why when it is not the requested one."""
+    shown = ", ".join(str(s) for s in steps[:4]) + (", …" if len(steps) > 4 else "")
+    gaps = sorted({int(b) - int(a) for a, b in zip(steps, steps[1:])})
+    if not gaps:
+        return f"{len(steps)} logged step ({shown})"
+    spacing = f"every {gaps[0]} steps" if len(gaps) == 1 else f"{gaps[0]} to {gaps[-1]} steps apart"
+    text = f"{len(steps)} logged steps ({shown}), {spacing}"
     cfg = (logs.manifest or {}).get("config", {})
-    if cfg.get("batch_log_frequency"):
-        return int(cfg["batch_log_frequency"])
-    return int(steps[1] - steps[0]) if len(steps) > 1 else 1
+    every, per_call = cfg.get("batch_log_frequency"), cfg.get("steps_per_execution")
+    if every and per_call and int(per_call) > 1 and len(gaps) > 1:
+        text += (
+            f":\nasked for every {every} steps, but Keras reports only after each call of {per_call} steps "
+            "(and at the epoch's end), so each point is the first report past the requested step"
+        )
+    return text
 
 
 def plot_attention_entropy(logs: RunLogs, path: Path) -> Path | None:
@@ -549,7 +634,7 @@ def plot_attention_entropy(logs: RunLogs, path: Path) -> Path | None:
             ax = axes[row, col]
             block = f"{direction}_{level}"
             label = DIRECTION_LABELS.get(direction, direction)
-            title = f"{label}, block {level}" if len(levels) > 1 else f"{label} (queries → keys)"
+            title = f"{label}, block {level + 1}" if len(levels) > 1 else f"{label} (queries → keys)"
             if block in last and _draw_attention(ax, logs, block):
                 ax.set_title(title)
             else:
@@ -557,7 +642,8 @@ def plot_attention_entropy(logs: RunLogs, path: Path) -> Path | None:
     n = logs.attention[-1].get("n_samples", "?")
     fig.suptitle(
         f"Attention entropy per head on {n} fixed validation samples\n"
-        "(0 = collapse onto one key, log k = uniform attention) " + _subtitle(logs)
+        "(0 = collapse onto one key, log k = uniform attention; the axis spans the values, not 0 to log k)\n"
+        + _subtitle(logs)
     )
     fig.tight_layout()
     return _save(fig, path)
