@@ -463,6 +463,7 @@ def write_figures(
             P.plot_trait_scatter(
                 trait, y_true[:, j], y_pred[:, j], report["metrics"]["per_trait"][trait],
                 folder / P.scatter_file(trait), baseline_mean=float(baseline_means[j]),
+                split=report["split"]["name"],
             )
         )
     baseline_pred = baseline_predictions(baseline_means, len(y_true))
