@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PERSONALITY_TOOLKIT_HASH_CACHE", "off")  # no SHA-256 cache in ~/.cache from tests
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -61,6 +61,30 @@ def _labels() -> Any:
     return option(f"{C.DEFAULT_DATA_DIR}/{C.LABELS_FILE}", "OCEAN labels .npy of shape (N, 5) in [0, 1]")
 
 
+# Clip ids and groups (utils.ids), shared by training, analysis and cross-validation.
+def _ids() -> Any:
+    return option(
+        None,
+        "clip names, one per row in row order: a text file with one name per line, or a .npy of strings; "
+        "they go into every per-clip output and, with --group_pattern, give the groups",
+    )
+
+
+def _groups() -> Any:
+    return option(
+        None,
+        "one group label per row (text or .npy), e.g. the person; default: taken from --ids with --group_pattern",
+    )
+
+
+def _group_pattern() -> Any:
+    return option(
+        C.DEFAULT_GROUP_PATTERN,
+        "regex whose first group is a clip's group, applied to --ids when --groups is not given "
+        "(the default takes the part before the first dot: the YouTube id of First Impressions)",
+    )
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every setting of a training run (the resolved command line)."""
@@ -68,6 +92,9 @@ class TrainConfig:
     static_features: str = _static_features()
     dynamic_features: str = _dynamic_features()
     labels: str = _labels()
+    ids: str | None = _ids()
+    groups: str | None = _groups()
+    group_pattern: str = _group_pattern()
     output: str = option(
         f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
         "trained model (.h5 or .keras); every other run file goes into its folder. A folder that "
@@ -75,6 +102,21 @@ class TrainConfig:
         f"into {C.ARCHIVE_DIR}/<timestamp>/ first (nothing is deleted)",
     )
     val_split: float = option(0.2, "validation share of the samples, in (0, 1)", type=open_fraction, group=TRAINING)
+    split: str = option(
+        "group",
+        "train/validation split: group puts no group on both sides (without --ids/--groups every clip is its "
+        "own group: the seeded random split); random splits clips even when groups are known (a leak that "
+        "training_summary.json counts)",
+        choices=C.SPLIT_MODES,
+        group=TRAINING,
+    )
+    train_rows: str | None = option(
+        None,
+        "explicit training rows: .npy of row indices (with --val_rows; replaces --split and --val_split; "
+        "cross_validate.py uses it)",
+        group=TRAINING,
+    )
+    val_rows: str | None = option(None, "explicit validation rows: .npy of row indices (with --train_rows)", group=TRAINING)
     batch_size: int = option(16, "samples per batch", type=positive_int, group=TRAINING)
     epochs: int = option(50, "maximum number of epochs", type=positive_int, group=TRAINING)
     learning_rate: float = option(1e-3, "initial AdamW learning rate", type=positive_float, group=TRAINING)
@@ -164,6 +206,9 @@ class AnalysisConfig:
     static_features: str = _static_features()
     dynamic_features: str = _dynamic_features()
     labels: str = _labels()
+    ids: str | None = _ids()
+    groups: str | None = _groups()
+    group_pattern: str = _group_pattern()
     output: str = option(
         f"{C.DEFAULT_RESULTS_DIR}/{C.PREDICTION_ANALYSIS_DIR}",
         f"folder for {C.METRICS_FILE}, {C.PREDICTIONS_CSV}/.npy and the figures",

@@ -118,6 +118,13 @@ ATTENTION_DIRECTIONS: tuple[str, ...] = ("static_to_dynamic", "dynamic_to_static
 # Keys of the pooled_query attention: learned position codes, content projections, or both.
 ATTENTION_KEYS: tuple[str, ...] = ("position", "content", "position+content")
 
+# The split a training run used, beside its model (utils.splits, utils.heldout):
+# row indices (.npy, int64) and, when groups are known, the training groups (one per line).
+TRAINING_ROWS_FILE = "training_rows.npy"
+VALIDATION_ROWS_FILE = "validation_rows.npy"
+TRAINING_GROUPS_FILE = "training_groups.txt"
+SPLIT_RECORD_FILES: tuple[str, ...] = (TRAINING_ROWS_FILE, VALIDATION_ROWS_FILE, TRAINING_GROUPS_FILE)
+
 # Everything a training run owns in its output folder; see utils.run_folder.
 RUN_OUTPUT_NAMES: tuple[str, ...] = (
     MODEL_FILE,
@@ -131,6 +138,7 @@ RUN_OUTPUT_NAMES: tuple[str, ...] = (
     WANDB_DIR,
     RESUME_DIR,
     *RUN_LOG_FILES,
+    *SPLIT_RECORD_FILES,
 )
 
 # Clip ids and groups (utils.ids): the group is the first capture group of this
@@ -138,12 +146,6 @@ RUN_OUTPUT_NAMES: tuple[str, ...] = (
 # (`<YouTube id>.<nnn>.mp4`): the part before the first dot.
 DEFAULT_GROUP_PATTERN = r"^([^.]+)\."
 SPLIT_MODES: tuple[str, ...] = ("group", "random")
-# The split a training run used, beside its model (utils.splits, utils.heldout):
-# row indices (.npy, int64) and, when groups are known, the training groups (one per line).
-TRAINING_ROWS_FILE = "training_rows.npy"
-VALIDATION_ROWS_FILE = "validation_rows.npy"
-TRAINING_GROUPS_FILE = "training_groups.txt"
-SPLIT_RECORD_FILES: tuple[str, ...] = (TRAINING_ROWS_FILE, VALIDATION_ROWS_FILE, TRAINING_GROUPS_FILE)
 
 # Bootstrap intervals on single-run metrics (utils.bootstrap).
 BOOTSTRAP_RESAMPLES = 1000

@@ -136,7 +136,7 @@ def _package_version(name: str) -> str | None:
 
 def describe_input(path: str | Path, array: np.ndarray) -> dict[str, Any]:
     """Path, shape, dtype, size and SHA-256 of one input file."""
-    from utils.data import sha256_file
+    from utils.hashing import sha256_cached as sha256_file  # cached by path, size and mtime
 
     p = Path(path)
     return {

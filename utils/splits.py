@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from utils import constants as C
 from utils.data import open_npy, split_indices
 from utils.errors import InputError
 from utils.ids import clips_sharing_a_group
+from utils.io import save_npy, write_text
 
 logger = logging.getLogger(__name__)
 
-SPLIT_MODES: tuple[str, ...] = ("group", "random")
+SPLIT_MODES = C.SPLIT_MODES
 
 
 @dataclasses.dataclass
@@ -113,3 +115,35 @@ def make_split(
             "(validation numbers then score known people; use --split group)", used, shared, len(val),
         )
     return Split(train, val, used, leakage)
+
+
+def write_split_record(folder: Path, split: Split, groups: np.ndarray | None) -> list[Path]:
+    """The rows (and training groups) of a run, beside its model, for the analysis' held-out guard."""
+    written = [folder / C.TRAINING_ROWS_FILE, folder / C.VALIDATION_ROWS_FILE]
+    save_npy(written[0], split.train.astype(np.int64))
+    save_npy(written[1], split.val.astype(np.int64))
+    if groups is not None:
+        names = sorted(set(np.asarray(groups)[split.train].tolist()))
+        written.append(folder / C.TRAINING_GROUPS_FILE)
+        write_text(written[-1], "\n".join(names) + "\n")
+    return written
+
+
+def input_record(paths: dict[str, str], n: int) -> dict[str, dict[str, Any]]:
+    """role -> {"sha256", "n", "bytes"} of each input file (the held-out guard compares these)."""
+    from utils.hashing import sha256_cached
+
+    return {
+        role: {"sha256": sha256_cached(path), "n": n, "bytes": Path(path).stat().st_size}
+        for role, path in paths.items()
+    }
+
+
+def split_summary(split: Split | None) -> dict[str, Any]:
+    """The ``split`` and ``leakage`` blocks of training_summary.json (empty for a split made elsewhere)."""
+    if split is None:
+        return {}
+    return {
+        "split": {"method": split.method, "rows": [C.TRAINING_ROWS_FILE, C.VALIDATION_ROWS_FILE]},
+        "leakage": split.leakage,
+    }

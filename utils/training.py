@@ -28,9 +28,11 @@ import numpy as np
 
 from utils import constants as C
 from utils.config import SCHEDULES, TrainConfig
-from utils.data import Dataset, EpochBatches, feature_statistics, label_means, load_dataset, split_indices
+from utils.data import Dataset, EpochBatches, feature_statistics, label_means, load_dataset
 from utils.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, InputError, TrainingStopped
 from utils.history import History
+from utils.ids import resolve_groups
+from utils.splits import input_record, make_split, split_summary, write_split_record
 from utils.io import check_writable, save_model, write_json
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class Prepared:
     val_idx: np.ndarray
     train_label_means: np.ndarray
     resume_state: dict[str, Any] | None = None  # set when --resume found a run to continue
+    split: Any = None  # utils.splits.Split: how the rows were split, and its leakage block
+    groups: np.ndarray | None = None  # one group per row, when --ids or --groups gave them
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -54,7 +58,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if Path(cfg.output).suffix not in (".h5", ".keras"):
         raise InputError("expected --output to end in .h5 or .keras", cfg.output)
     data = load_dataset(cfg.static_features, cfg.dynamic_features, cfg.labels)
-    train_idx, val_idx = split_indices(len(data), cfg.val_split, cfg.seed, cfg.labels)
+    _, groups, source = resolve_groups(len(data), cfg.ids, cfg.groups, cfg.group_pattern)
+    split = make_split(
+        len(data), cfg.val_split, cfg.seed, cfg.split, groups, (cfg.train_rows, cfg.val_rows), source or cfg.labels
+    )
+    train_idx, val_idx = split.train, split.val
     check_writable(cfg.output_dir)
     resume_state = None
     if cfg.resume:
@@ -68,7 +76,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
                 str(cfg.output_dir),
             )
         check_compatible(resume_state, cfg.to_dict(), state_path(cfg.output_dir))
-    return Prepared(data, train_idx, val_idx, label_means(data.labels, train_idx), resume_state)
+    return Prepared(
+        data, train_idx, val_idx, label_means(data.labels, train_idx), resume_state, split=split, groups=groups
+    )
 
 
 def make_callbacks(cfg: TrainConfig, history: History, run_log: list[Any] | None = None) -> list[Any]:
@@ -217,6 +227,8 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     if prep.resume_state is None:
         archive_previous_run(out, Path(cfg.output))
     out.mkdir(parents=True, exist_ok=True)
+    if prep.split is not None:
+        write_split_record(out, prep.split, prep.groups)
     train_batches = EpochBatches(prep.train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed)
     steps = len(train_batches)
     model = build_compiled_model(cfg, prep, steps)
@@ -337,6 +349,8 @@ def _finish_run(cfg: TrainConfig, prep: Prepared, model: Any, history: History, 
         "n_train": result.n_train,
         "n_val": result.n_val,
         "seconds": result.seconds,
+        **split_summary(prep.split),
+        "inputs": input_record(prep.data.paths, len(prep.data)),
         "config": cfg.to_dict(),
         "paths": paths,
     })

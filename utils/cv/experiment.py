@@ -100,12 +100,11 @@ def _check_settings(cfg: ExperimentConfig) -> None:
     if cfg.seeds < 1:
         raise InputError(f"expected --seeds of at least 1, found {cfg.seeds}")
     if any(v in C.FUSION_MODES for v in cfg.variants):
-        from utils.training import TrainConfig
+        from utils.config import TrainConfig
 
         try:
-            probe = TrainConfig(cfg.static_features, cfg.dynamic_features, cfg.labels, **cfg.train)
-            probe.model_config()
-        except (TypeError, ValueError) as exc:
+            TrainConfig.from_dict(cfg.train)  # invalid model settings raise InputError
+        except TypeError as exc:
             raise InputError(f"invalid training settings: {exc}") from None
 
 
@@ -168,6 +167,7 @@ def prepare_experiment(cfg: ExperimentConfig) -> Experiment:
     ctx = JobContext(
         output=str(out), paths=dict(data.paths), fold=fold, ids=ids, groups=groups,
         grouped=grouped, val_split=cfg.val_split, train=dict(cfg.train),
+        id_flags={"ids": cfg.ids, "groups": cfg.groups, "group_pattern": cfg.group_pattern},
     )
     return Experiment(cfg, data, ctx, source)
 

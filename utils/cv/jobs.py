@@ -84,6 +84,7 @@ class JobContext:
     grouped: bool  # folds (and inner splits) are group-disjoint
     val_split: float
     train: dict[str, Any]  # TrainConfig settings of the network variants
+    id_flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # ids, groups, group_pattern
 
 
 def job_list(variants: list[str] | tuple[str, ...], k: int, seeds: list[int]) -> list[Job]:
@@ -169,25 +170,25 @@ def train_network(
     import keras
 
     from utils.analysis import load_trained_model, predict
-    from utils.training import TrainConfig, prepare, run_training
+    from utils.config import TrainConfig
+    from utils.training import prepare, run_training
 
     folder = job.folder(ctx.output)
     groups = ctx.groups if ctx.grouped else None
     fit, val = inner_split(train, groups, ctx.val_split, seed=job.seed * 1000 + job.fold)
     for name, rows in ((TRAIN_ROWS_FILE, fit), (VAL_ROWS_FILE, val), (TEST_ROWS_FILE, test)):
         save_npy(folder / name, rows.astype(np.int64))
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_dict({
         **ctx.paths,
         **ctx.train,
-        output=str(folder / C.MODEL_FILE),
-        seed=job.seed,
-        fusion=job.variant,
-        val_split=ctx.val_split,
-        train_rows=str(folder / TRAIN_ROWS_FILE),
-        val_rows=str(folder / VAL_ROWS_FILE),
-        ids=None,
-        groups=None,
-    )
+        **ctx.id_flags,  # the run records its training groups and counts leaks into its validation rows
+        "output": str(folder / C.MODEL_FILE),
+        "seed": job.seed,
+        "fusion": job.variant,
+        "val_split": ctx.val_split,
+        "train_rows": str(folder / TRAIN_ROWS_FILE),
+        "val_rows": str(folder / VAL_ROWS_FILE),
+    })
     keras.backend.clear_session()
     result = run_training(cfg, prepare(cfg))
     model = load_trained_model(cfg.output)

@@ -48,7 +48,7 @@ class CrossValidateConfig:
         f"folder per job, {C.CV_RUNS_DIR}/<variant>/fold<k>/seed<s>/ (a network job's is a normal training run)",
     )
     variants: str = option(
-        "cross_attention,ridge,mean",
+        f"{C.FUSION_MODES[0]},ridge,mean",
         f"comma list of variants: fusion modes ({', '.join(C.FUSION_MODES)}), ridge (ridge regression on "
         "pooled features, alpha chosen inside the training folds) and mean (the training-fold label mean)",
         group=CROSS_VALIDATION,
