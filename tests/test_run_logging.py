@@ -306,6 +306,22 @@ def test_a_forced_plateau_records_plateau_cuts(plateau_run):
 
 
 def test_cosine_records_schedule_changes_matching_the_decay(cosine_run):
+def test_tensorboard_learning_rate_is_the_rate_each_epoch_ran_at(plateau_run):
+    """Read with TensorBoard's own event reader: step E holds the rate epoch E used, not the cut one after it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    out, _ = plateau_run
+    train = EventAccumulator(str(out / C.TENSORBOARD_DIR / "train"))
+    train.Reload()
+    events = train.Tensors("learning_rate")  # TF 2 writes scalars as tensor summaries
+    epochs = RL.read_jsonl(out / RL.EPOCH_LOG_FILE)
+    assert [e.step for e in events] == [r["epoch"] for r in epochs] == [1, 2, 3, 4]
+    used = [r["learning_rate_start"] for r in epochs]  # a plateau rate does not move within an epoch
+    np.testing.assert_allclose([float(make_ndarray(e.tensor_proto)) for e in events], used, rtol=1e-6)
+    np.testing.assert_allclose(_history(out)["learning_rate"], used, rtol=1e-6)
+
+
     out, _ = cosine_run
     lr = _json(out / RL.LR_CHANGES_FILE)
     assert lr["schedule"] == "cosine"
@@ -370,7 +386,12 @@ def test_attention_entropy_per_head_matches_the_saved_model(run):
 def test_fusion_without_attention_skips_the_entropy(cosine_run):
     out, _ = cosine_run
     assert not (out / RL.ATTENTION_ENTROPY_FILE).exists()
-    assert not (out / C.TENSORBOARD_DIR / RL.ATTENTION_TENSORBOARD_RUN).exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    validation = EventAccumulator(str(out / C.TENSORBOARD_DIR / "validation"))
+    validation.Reload()
+    tags = validation.Tags()["tensors"]
+    assert "loss" in tags and not [t for t in tags if "attention" in t]
     history = _history(out)
     assert not [k for k in history if k.startswith("attention_entropy")]
     assert set(RL.logged_history_keys("concat")) <= set(history)
@@ -415,25 +436,41 @@ def test_tensorboard_serves_the_per_trait_timing_and_attention_series(run):
             assert proc.poll() is None, "tensorboard exited"
             try:
                 runs = _get_json(f"{base}/data/runs")
-                if {"train", "validation", RL.ATTENTION_TENSORBOARD_RUN} <= set(runs):
+                if {"train", "validation"} <= set(runs):
                     break
             except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
                 pass
             time.sleep(0.5)
-        assert {"train", "validation", RL.ATTENTION_TENSORBOARD_RUN} <= set(runs), runs
+        assert set(runs) == {"train", "validation"}, runs  # attention entropy is filed under validation
+        epochs = [float(e) for e in history["epoch"]]  # 1-based, as the TensorBoard steps
         for trait in C.TRAITS:
-            for statistic in ("r_squared", "mae"):
+            for statistic in ("r_squared", "mae", "mse"):
+                points = scalars("validation", f"{statistic}/{trait}")
+                assert [p[1] for p in points] == epochs
                 name = C.per_trait_metric_name(trait, statistic)
-                points = scalars("validation", f"epoch_{name}")
-                assert [p[1] for p in points] == [0, 1, 2]
                 np.testing.assert_allclose([p[2] for p in points], history[f"val_{name}"], rtol=1e-6)
-        for key in ("learning_rate", RL.EPOCH_SECONDS_KEY, RL.SAMPLES_PER_SECOND_KEY):
-            points = scalars("train", f"epoch_{key}")
+        for tag, key in (("loss", "val_loss"), ("r_squared/mean", "val_r_squared"), ("mae/mean", "val_mae")):
+            np.testing.assert_allclose([p[2] for p in scalars("validation", tag)], history[key], rtol=1e-6)
+        for tag, key in (("learning_rate", "learning_rate"), ("time/epoch_seconds", RL.EPOCH_SECONDS_KEY),
+                         ("time/samples_per_second", RL.SAMPLES_PER_SECOND_KEY)):
+            points = scalars("train", tag)
+            assert [p[1] for p in points] == epochs
             np.testing.assert_allclose([p[2] for p in points], history[key], rtol=1e-6)
-        head = scalars(RL.ATTENTION_TENSORBOARD_RUN, "attention_entropy/dynamic_to_static_0/head_1")
-        expected = [r["blocks"]["dynamic_to_static_0"]["per_head"][1] for r in attention]
+        name, block = next(iter(attention[0]["blocks"].items()))  # heads and blocks are numbered from 1 in tags
+        head = scalars("validation", f"attention_entropy/{block['direction']}/block_{block['level'] + 1}/head_2")
+        expected = [r["blocks"][name]["per_head"][1] for r in attention]
+        assert [p[1] for p in head] == epochs
         np.testing.assert_allclose([p[2] for p in head], expected, rtol=1e-6)
     finally:
+        tags = _get_json(f"{base}/data/plugin/scalars/tags")
+        every = [tag for run_tags in tags.values() for tag in run_tags]
+        assert not [t for t in every if t.startswith(("evaluation_", "epoch_"))], every  # one series each
+        assert "mse" not in every  # the loss is the MSE: one series, not two
+        assert not [t for t in tags["train"] if t.startswith("attention_entropy")]  # filed once, under validation
+        assert all("/" in t or t in ("loss", "learning_rate") for t in every), every  # grouped by metric
+        layout = _get_json(f"{base}/data/plugin/custom_scalars/layout")
+        first = layout["category"][0]
+        assert [c["title"] for c in first["chart"]][:3] == ["loss (MSE)", "R², mean of the traits", "R², openness"]
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 

@@ -127,16 +127,45 @@ class CompactProgbar(keras.callbacks.ProgbarLogger):
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
-    """TensorBoard writing epoch summaries only.
+    """TensorBoard writing epoch summaries only, under the tags of :mod:`utils.tensorboard_tags`.
 
     Keras' per-step hook makes one ``summary.scalar`` call per log key that
     ``update_freq="epoch"`` never records (about 1.5 ms per step on 2 CPU
-    cores, docs/performance.md).
+    cores, docs/performance.md). Unlike Keras' own callback it writes each
+    series once (no ``evaluation_*_vs_iterations`` copy of the validation
+    metrics), at the 1-based epoch as the step, grouped by metric
+    (``r_squared/openness``), with the learning rate the epoch ran at (from
+    the logs, not the optimizer after ReduceLROnPlateau cut it), plus the
+    custom-scalars layout.
     """
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        import tensorflow as tf
+
+        from utils.tensorboard_tags import layout_summary
+
+        super().on_train_begin(logs)
+        with self._train_writer.as_default():
+            tf.summary.experimental.write_raw_pb(layout_summary(), step=0)
+
         pass
 
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self._pop_writer()  # Keras would also write every metric again as evaluation_<name>_vs_iterations
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch + 1, logs)  # step = the 1-based epoch (histograms included)
+
+    def _log_epoch_metrics(self, epoch: int, logs: dict | None) -> None:
+        from utils.tensorboard_tags import TRAIN_RUN, split_logs
+
+        for run, scalars in split_logs(dict(logs or {})).items():
+            writer = self._train_writer if run == TRAIN_RUN else self._val_writer
+            with writer.as_default():
+                for tag, value in scalars.items():
+                    self.summary.scalar(tag, value, step=epoch)
 
 # ---------------------------------------------------------------------------
 # Resume: one adapter per callback whose counters a resumed run needs

@@ -51,7 +51,8 @@ BATCH_LOG_FILE = "batch_log.jsonl"
 TIMING_FILE = "timing.json"
 LR_CHANGES_FILE = "lr_changes.json"
 ATTENTION_ENTROPY_FILE = "attention_entropy.jsonl"
-ATTENTION_TENSORBOARD_RUN = "attention"  # run folder under TENSORBOARD_DIR
+# run folder under TENSORBOARD_DIR of the attention entropy: measured on validation clips, filed with them
+ATTENTION_TENSORBOARD_RUN = "validation"
 RUN_LOG_FILES: tuple[str, ...] = (
     MANIFEST_FILE,
     TRAINING_LOG_FILE,

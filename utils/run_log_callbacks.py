@@ -461,13 +461,17 @@ class AttentionEntropy(keras.callbacks.Callback):
         if self._tb_writer is None:
             folder = self.writer.output_dir / C.TENSORBOARD_DIR / C.ATTENTION_TENSORBOARD_RUN
             self._tb_writer = tf.summary.create_file_writer(str(folder))
+        from utils.tensorboard_tags import attention_tag
+
+        step = epoch + 1  # the 1-based epoch, as every TensorBoard series of the run
         with self._tb_writer.as_default():
             for direction, values in record["directions"].items():
-                tf.summary.scalar(f"attention_entropy/{direction}", values["mean"], step=epoch)
-            for name, block in record["blocks"].items():
+                tf.summary.scalar(attention_tag(direction), values["mean"], step=step)
+            for block in record["blocks"].values():
+                level = int(block["level"])
                 for head, value in enumerate(block["per_head"]):
-                    tf.summary.scalar(f"attention_entropy/{name}/head_{head}", value, step=epoch)
-                tf.summary.scalar(f"attention_entropy/{name}/uniform", block["max_entropy"], step=epoch)
+                    tf.summary.scalar(attention_tag(block["direction"], level, head), value, step=step)
+                tf.summary.scalar(attention_tag(block["direction"], level), block["max_entropy"], step=step)
         self._tb_writer.flush()
 
     def on_train_end(self, logs: dict | None = None) -> None:
