@@ -305,7 +305,6 @@ def test_a_forced_plateau_records_plateau_cuts(plateau_run):
     assert log.count("after epoch 2 (plateau") == 1
 
 
-def test_cosine_records_schedule_changes_matching_the_decay(cosine_run):
 def test_tensorboard_learning_rate_is_the_rate_each_epoch_ran_at(plateau_run):
     """Read with TensorBoard's own event reader: step E holds the rate epoch E used, not the cut one after it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -322,6 +321,7 @@ def test_tensorboard_learning_rate_is_the_rate_each_epoch_ran_at(plateau_run):
     np.testing.assert_allclose(_history(out)["learning_rate"], used, rtol=1e-6)
 
 
+def test_cosine_records_schedule_changes_matching_the_decay(cosine_run):
     out, _ = cosine_run
     lr = _json(out / RL.LR_CHANGES_FILE)
     assert lr["schedule"] == "cosine"
@@ -461,7 +461,6 @@ def test_tensorboard_serves_the_per_trait_timing_and_attention_series(run):
         expected = [r["blocks"][name]["per_head"][1] for r in attention]
         assert [p[1] for p in head] == epochs
         np.testing.assert_allclose([p[2] for p in head], expected, rtol=1e-6)
-    finally:
         tags = _get_json(f"{base}/data/plugin/scalars/tags")
         every = [tag for run_tags in tags.values() for tag in run_tags]
         assert not [t for t in every if t.startswith(("evaluation_", "epoch_"))], every  # one series each
@@ -471,6 +470,7 @@ def test_tensorboard_serves_the_per_trait_timing_and_attention_series(run):
         layout = _get_json(f"{base}/data/plugin/custom_scalars/layout")
         first = layout["category"][0]
         assert [c["title"] for c in first["chart"]][:3] == ["loss (MSE)", "R², mean of the traits", "R², openness"]
+    finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 

@@ -139,7 +139,6 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     custom-scalars layout.
     """
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
     def on_train_begin(self, logs: dict | None = None) -> None:
         import tensorflow as tf
 
@@ -149,8 +148,8 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         with self._train_writer.as_default():
             tf.summary.experimental.write_raw_pb(layout_summary(), step=0)
 
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         pass
-
 
     def on_test_end(self, logs: dict | None = None) -> None:
         self._pop_writer()  # Keras would also write every metric again as evaluation_<name>_vs_iterations
@@ -166,6 +165,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
             with writer.as_default():
                 for tag, value in scalars.items():
                     self.summary.scalar(tag, value, step=epoch)
+
 
 # ---------------------------------------------------------------------------
 # Resume: one adapter per callback whose counters a resumed run needs
