@@ -150,21 +150,40 @@ sys.path.insert(0, {repo!r})
 import keras
 from utils.io import save_model
 model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512), keras.layers.Dense(5)])
-print("ready", flush=True)
 while True:
     save_model(model, sys.argv[1] + "/model.h5")
 """
 
 
-def _kill_repeatedly(code: str, folder: Path, kills: int, seed: int, check) -> None:
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Identity of a file's current version (an atomic replace gives a new inode), None if absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _kill_repeatedly(code: str, folder: Path, kills: int, seed: int, check, last_written: str) -> None:
+    """Start the writer, wait until it has replaced ``last_written`` at least once, kill it mid-loop, check.
+
+    ``last_written`` is the file the writer replaces last in each loop, so the
+    kill never lands before the process's first complete write (on a loaded
+    machine the start alone can take seconds).
+    """
     rng = np.random.default_rng(seed)
     script = folder / "writer.py"
     script.write_text(code.format(repo=str(REPO)))
+    evidence = folder / last_written
     for _ in range(kills):
-        proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True)
-        if "keras" in code:
-            proc.stdout.readline()  # wait until the import is done
-        time.sleep(float(rng.uniform(0.3, 1.5)))
+        before = _stamp(evidence)
+        proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while _stamp(evidence) == before:
+            assert proc.poll() is None, "the writer exited"
+            assert time.monotonic() < deadline, "the writer wrote nothing in 120 s"
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0.0, 0.5)))  # then at a random point of a later write
         proc.kill()
         proc.wait()
         check()
@@ -180,7 +199,7 @@ def test_atomic_writes_survive_repeated_kills(tmp_path):
 
         assert matplotlib.image.imread(tmp_path / "figure.png").shape[0] > 100
 
-    _kill_repeatedly(_WRITER, tmp_path, kills=6, seed=0, check=check)
+    _kill_repeatedly(_WRITER, tmp_path, kills=6, seed=0, check=check, last_written="figure.png")
 
 
 def test_model_save_survives_kills(tmp_path):
@@ -190,4 +209,4 @@ def test_model_save_survives_kills(tmp_path):
         model = keras.models.load_model(tmp_path / "model.h5", compile=False)
         assert model.output_shape == (None, 5)
 
-    _kill_repeatedly(_MODEL_WRITER, tmp_path, kills=2, seed=1, check=check)
+    _kill_repeatedly(_MODEL_WRITER, tmp_path, kills=2, seed=1, check=check, last_written="model.h5")

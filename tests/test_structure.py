@@ -7,6 +7,7 @@ run in well under a second.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,57 @@ def test_every_module_uses_postponed_annotations(name):
         return
     futures = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
     assert any(a.name == "annotations" for n in futures for a in n.names), path
+
+
+# ---------------------------------------------------------------------------
+# File names live in utils/constants.py
+# ---------------------------------------------------------------------------
+
+FILE_NAME = re.compile(r"^[\w<>{}/.-]*\w\.(png|json|jsonl|csv|npy|h5|keras|log|txt)$")
+# The modules of a training run and its analysis: no file-name literal at all.
+RUN_MODULES = (
+    "utils.analysis", "utils.plotting", "utils.run_plots", "utils.run_logging", "utils.run_log",
+    "utils.run_log_callbacks", "utils.resume", "utils.run_folder", "utils.training", "utils.callbacks",
+    "utils.config", "utils.cli", "utils.history",
+)
+
+
+def _string_literals(tree: ast.AST) -> list[ast.Constant]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def _constant_file_names() -> set[str]:
+    """File names of utils.constants (the cross-validation ones excepted)."""
+    import utils.constants as C
+
+    names = set()
+    for key, value in vars(C).items():
+        if key.startswith("CV_"):  # generic names (summary.json, results.csv) other tools may also use
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, str) and FILE_NAME.match(item):
+                names.add(item)
+    return names
+
+
+def test_the_run_modules_hold_no_file_name_literal():
+    found = [
+        f"{MODULES[m][0].relative_to(REPO)}:{n.lineno} {n.value!r}"
+        for m in RUN_MODULES
+        for n in _string_literals(MODULES[m][1])
+        if FILE_NAME.match(n.value)
+    ]
+    assert not found, found
+
+
+def test_no_module_or_script_retypes_a_file_name_of_constants():
+    names = _constant_file_names()
+    assert {"run_manifest.json", "training_history.npy", "metrics.json"} <= names  # the scan is real
+    paths = [p for p, _ in MODULES.values() if p.name != "constants.py"] + sorted((REPO / "scripts").glob("*.py"))
+    found = [
+        f"{path.relative_to(REPO)}:{n.lineno} {n.value!r}"
+        for path in paths
+        for n in _string_literals(ast.parse(path.read_text(encoding="utf-8")))
+        if n.value in names
+    ]
+    assert not found, found

@@ -119,10 +119,25 @@ def test_cosine_schedule_decays_the_learning_rate(tmp_path, tiny_data):
 
 
 def test_pooled_float64_features_of_earlier_phases_train(tmp_path):
+    import keras
+    from sklearn.metrics import r2_score
+
     from tests.conftest import write_features
+    from utils.data import split_indices
 
     paths = write_features(tmp_path / "d", n=40, static_shape=(512,), dynamic_shape=(256,), dtype="float64")
-    assert main(train_args(paths, tmp_path / "out", "--epochs", "1", "--fusion", "concat")) == 0
+    out = tmp_path / "out"
+    assert main(train_args(paths, out, "--epochs", "1", "--fusion", "concat")) == 0
+    model = keras.models.load_model(out / C.MODEL_FILE)
+    assert [tuple(t.shape) for t in model.inputs] == [(None, 512), (None, 256)]  # the pooled vectors, whole
+    history = json.loads((out / C.HISTORY_JSON_FILE).read_text())
+    assert history["epoch"] == [1.0] and np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
+    # the float64 files were read as they are: the saved model reproduces the logged validation R²
+    _, val = split_indices(40, 0.2, seed=42)
+    x = [np.load(paths["static_features"])[val], np.load(paths["dynamic_features"])[val]]
+    y = np.load(paths["labels"])[val]
+    pred = model.predict([a.astype("float32") for a in x], verbose=0)
+    assert history["val_r_squared"][0] == pytest.approx(r2_score(y, pred), abs=1e-5)
 
 
 def test_wandb_offline_writes_a_run(tmp_path, tiny_data, wandb_env):

@@ -135,17 +135,30 @@ def test_gapped_epochs_stay_gapped(run):
     assert curves.epoch.tolist() == [2.0, 5.0, 9.0]
 
 
-def test_constant_metrics_are_left_out_of_the_correlation(tmp_path):
+def test_constant_metrics_are_left_out_of_the_correlation(tmp_path, monkeypatch):
     hist = tmp_path / "const.json"
     hist.write_text(json.dumps({
         "epoch": [1, 2, 3, 4], "loss": [0.4, 0.3, 0.25, 0.2], "val_loss": [0.5, 0.45, 0.44, 0.46],
         "mae": [0.3, 0.3, 0.3, 0.3], "learning_rate": [1e-3] * 4,
     }))
+    drawn = {}
+    save_figure = P.save_figure
+
+    def keep(fig, path, dpi=150):
+        drawn[Path(path).name] = fig
+        save_figure(fig, path, dpi=dpi)
+
+    monkeypatch.setattr(P, "save_figure", keep)
     out = tmp_path / "viz_const"
     assert viz.main(["--history", str(hist), "--output", str(out)]) == 0
     assert_real_image(out / P.METRIC_CORRELATION_FILE)
-    curves = P.prepare_curves(load_history(hist))
-    assert "mae" in P.correlation_columns(curves)  # offered, then dropped as constant inside the plot
+    ax = drawn[P.METRIC_CORRELATION_FILE].axes[0]
+    shown = {t.get_text() for t in (*ax.get_xticklabels(), *ax.get_yticklabels())}
+    # the two varying metrics are the heatmap's rows/columns; the constant ones are not
+    assert shown == {P.metric_label("loss"), P.metric_label("val_loss")}
+    assert not shown & {P.metric_label("mae"), P.metric_label("learning_rate")}
+    # ... and are named as left out in the title
+    assert "left out: training MAE, learning rate" in ax.get_title()
     assert (out / "loss.png").is_file()
 
 

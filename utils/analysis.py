@@ -47,7 +47,7 @@ from utils.metrics import METRIC_NAMES, StreamingRegressionSums, baseline_predic
 logger = logging.getLogger(__name__)
 
 SPLITS = C.ANALYSIS_SPLITS
-MODEL_SUFFIXES = (".h5", ".keras")
+MODEL_SUFFIXES = C.MODEL_SUFFIXES
 # Metrics where a smaller value is better; for the others larger is better.
 LOWER_IS_BETTER: tuple[str, ...] = ("mae", "mse", "rmse")
 METRICS_FILE = C.METRICS_FILE

@@ -42,43 +42,30 @@ WANDB_MODES: tuple[str, ...] = ("offline", "online", "disabled")
 TRAINING, MODEL, LOGGING = "training", "model", "logging"
 
 
-# The three input files, shared by training and analysis (same flags, same defaults).
-def _static_features() -> Any:
-    return option(
+@dataclasses.dataclass
+class InputFiles:
+    """The input files and the clip ids/groups: the same flags for training and analysis."""
+
+    static_features: str = option(
         f"{C.DEFAULT_DATA_DIR}/{C.STATIC_FEATURES_FILE}",
         "static (appearance) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
     )
-
-
-def _dynamic_features() -> Any:
-    return option(
+    dynamic_features: str = option(
         f"{C.DEFAULT_DATA_DIR}/{C.DYNAMIC_FEATURES_FILE}",
         "dynamic (motion) features .npy: (N, D) pooled vectors or (N, T, D) tokens",
     )
-
-
-def _labels() -> Any:
-    return option(f"{C.DEFAULT_DATA_DIR}/{C.LABELS_FILE}", "OCEAN labels .npy of shape (N, 5) in [0, 1]")
-
-
-# Clip ids and groups (utils.ids), shared by training, analysis and cross-validation.
-def _ids() -> Any:
-    return option(
+    labels: str = option(f"{C.DEFAULT_DATA_DIR}/{C.LABELS_FILE}", "OCEAN labels .npy of shape (N, 5) in [0, 1]")
+    # Clip ids and groups (utils.ids), also read by cross-validation.
+    ids: str | None = option(
         None,
         "clip names, one per row in row order: a text file with one name per line, or a .npy of strings; "
         "they go into every per-clip output and, with --group_pattern, give the groups",
     )
-
-
-def _groups() -> Any:
-    return option(
+    groups: str | None = option(
         None,
         "one group label per row (text or .npy), e.g. the person; default: taken from --ids with --group_pattern",
     )
-
-
-def _group_pattern() -> Any:
-    return option(
+    group_pattern: str = option(
         C.DEFAULT_GROUP_PATTERN,
         "regex whose first group is a clip's group, applied to --ids when --groups is not given "
         "(the default takes the part before the first dot: the YouTube id of First Impressions)",
@@ -86,15 +73,9 @@ def _group_pattern() -> Any:
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Every setting of a training run (the resolved command line)."""
+class TrainConfig(InputFiles):
+    """Every setting of a training run (the resolved command line); the inputs are :class:`InputFiles`'."""
 
-    static_features: str = _static_features()
-    dynamic_features: str = _dynamic_features()
-    labels: str = _labels()
-    ids: str | None = _ids()
-    groups: str | None = _groups()
-    group_pattern: str = _group_pattern()
     output: str = option(
         f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
         "trained model (.h5 or .keras); every other run file goes into its folder. A folder that "
@@ -195,20 +176,14 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
-class AnalysisConfig:
-    """The resolved command line of an analysis run."""
+class AnalysisConfig(InputFiles):
+    """The resolved command line of an analysis run; the inputs are :class:`InputFiles`'."""
 
     model: str = option(
         f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
         f"trained model (.h5 or .keras); a {C.TRAINING_SUMMARY_FILE} beside it supplies the "
         "baseline's training-label means and the split",
     )
-    static_features: str = _static_features()
-    dynamic_features: str = _dynamic_features()
-    labels: str = _labels()
-    ids: str | None = _ids()
-    groups: str | None = _groups()
-    group_pattern: str = _group_pattern()
     output: str = option(
         f"{C.DEFAULT_RESULTS_DIR}/{C.PREDICTION_ANALYSIS_DIR}",
         f"folder for {C.METRICS_FILE}, {C.PREDICTIONS_CSV}/.npy and the figures",
@@ -253,4 +228,4 @@ class VisualizeConfig:
     )
 
 
-__all__ = ["TrainConfig", "AnalysisConfig", "VisualizeConfig", "SCHEDULES", "WANDB_MODES"]
+__all__ = ["InputFiles", "TrainConfig", "AnalysisConfig", "VisualizeConfig", "SCHEDULES", "WANDB_MODES"]

@@ -43,6 +43,8 @@ HISTORY_JSON_FILE = "training_history.json"
 TENSORBOARD_DIR = "tensorboard_logs"
 TRAINING_SUMMARY_FILE = "training_summary.json"
 
+MODEL_SUFFIXES: tuple[str, ...] = (".h5", ".keras")  # formats a trained model is saved in
+
 # Run logs (utils.run_logging; schemas in docs/logging.md).
 MANIFEST_FILE = "run_manifest.json"
 TRAINING_LOG_FILE = "training.log"

@@ -41,7 +41,7 @@ def recorded_inputs(summary: dict[str, Any] | None, run_dir: Path) -> dict[str, 
     """role -> {"sha256", "n"} as the training run recorded it (summary first, then the manifest)."""
     inputs = (summary or {}).get("inputs")
     if not isinstance(inputs, dict):
-        manifest_path = run_dir / "run_manifest.json"
+        manifest_path = run_dir / C.MANIFEST_FILE
         try:
             inputs = json.loads(manifest_path.read_text(encoding="utf-8")).get("inputs")
         except (OSError, ValueError, UnicodeDecodeError, AttributeError):
@@ -108,10 +108,19 @@ def held_out_rows(
         logger.warning("Held-out status unknown: %s", note)
         return HeldOut(np.arange(n), {"name": "all", "held_out": "unknown", "note": note}, None)
     same, differences = compare_inputs(recorded_inputs(summary, run_dir), data)
-    if split == "auto":
+    auto = split == "auto"
+    if auto:
         split = "validation" if same else "all"
     if split == "all":
-        return HeldOut(np.arange(n), _all_info(same, differences), None)
+        info = _all_info(same, differences)
+        if auto:
+            info["chosen_by"] = "auto: " + (
+                "the training run recorded no input hashes, so every sample is evaluated" if same is None
+                else "these are not the training run's files (by SHA-256 and N), so every sample is evaluated"
+            )
+        if info["held_out"] == "unknown":
+            logger.warning("Held-out status unknown: %s", info["note"])
+        return HeldOut(np.arange(n), info, None)
     if not same:
         raise InputError(
             f"--split {split} selects rows of the training run's files, found other files ({'; '.join(differences)})",
@@ -121,7 +130,9 @@ def held_out_rows(
     info = {
         "name": split,
         "held_out": "yes" if split == "validation" else "no: these are the samples the model was trained on",
-        "chosen_by": "SHA-256 and N of every file match the training run's record",
+        "chosen_by": ("auto: " if auto else "")
+        + "SHA-256 and N of every file match the training run's record"
+        + (", so only its validation rows are held out" if auto else ""),
         "rows_from": source,
         "summary": str(summary_path),
     }

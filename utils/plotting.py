@@ -70,10 +70,11 @@ CURVE_METRICS: dict[str, str] = {  # history key -> axis label
     "mse": "Mean squared error",
     "r_squared": "R²",
 }
-CURVE_FILES: dict[str, str] = {name: f"{name}.png" for name in CURVE_METRICS}
-PER_TRAIT_R2_FILE = "per_trait_r_squared.png"
-R2_COMPARISON_FILE = "r2_comparison.png"
-METRIC_CORRELATION_FILE = "metric_correlation.png"
+# File names: utils.constants.
+CURVE_FILES: dict[str, str] = {name: C.CURVE_FIGURE_PATTERN.format(metric=name) for name in CURVE_METRICS}
+PER_TRAIT_R2_FILE = C.PER_TRAIT_R2_FIGURE
+R2_COMPARISON_FILE = C.R2_COMPARISON_FIGURE
+METRIC_CORRELATION_FILE = C.METRIC_CORRELATION_FIGURE
 TRAINING_FIGURES: tuple[str, ...] = (
     *CURVE_FILES.values(),
     PER_TRAIT_R2_FILE,
@@ -81,19 +82,19 @@ TRAINING_FIGURES: tuple[str, ...] = (
     METRIC_CORRELATION_FILE,
 )
 
-RESIDUALS_FILE = "residuals.png"
-ERROR_DISTRIBUTION_FILE = "error_distribution.png"
-TRAIT_CORRELATIONS_FILE = "trait_correlations.png"
-MODEL_VS_BASELINE_FILE = "model_vs_baseline.png"
-ATTENTION_MAPS_FILE = "attention_maps.png"
-ATTENTION_ENTROPY_FILE = "attention_entropy_per_head.png"
+RESIDUALS_FILE = C.RESIDUALS_FIGURE
+ERROR_DISTRIBUTION_FILE = C.ERROR_DISTRIBUTION_FIGURE
+TRAIT_CORRELATIONS_FILE = C.TRAIT_CORRELATIONS_FIGURE
+MODEL_VS_BASELINE_FILE = C.MODEL_VS_BASELINE_FIGURE
+ATTENTION_MAPS_FILE = C.ATTENTION_MAPS_FIGURE
+ATTENTION_ENTROPY_FILE = C.ATTENTION_HEADS_FIGURE
 # At most this many points are drawn in a scatter (metrics always use every sample).
 MAX_SCATTER_POINTS = 20_000
 
 
 def scatter_file(trait: str) -> str:
     """File name of the predicted-vs-true scatter of one trait."""
-    return f"{trait}_scatter.png"
+    return C.SCATTER_FIGURE_PATTERN.format(trait=trait)
 
 
 def trait_label(trait: str) -> str:

@@ -306,27 +306,44 @@ class LearningRateChanges(keras.callbacks.Callback):
             self.check(self.last_epoch + 1, None)  # a cut at the end of the last epoch (applies to none)
 
 
-class BatchLog(keras.callbacks.Callback):
+class HandleOwner(keras.callbacks.Callback):
+    """A part holding one open handle (a file, a TensorBoard writer), closed at the end of ``fit``.
+
+    :meth:`close` is idempotent; :meth:`utils.run_logging.RunLogger.finish`
+    calls it too, for a ``fit`` that ended with an exception.
+    """
+
+    _handle: Any = None
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class BatchLog(HandleOwner):
     """Every ``frequency``-th training step: loss, per-trait errors, learning rate, times -> ``batch_log.jsonl``."""
 
     def __init__(self, writer: RunLogWriter, frequency: int) -> None:
         super().__init__()
         self.writer = writer
         self.frequency = int(frequency)
-        self._file: Any = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         path = self.writer.path(C.BATCH_LOG_FILE)
         if self.writer.resumed_after is not None:
             self.writer.write_jsonl(C.BATCH_LOG_FILE, self.writer.kept(C.BATCH_LOG_FILE))
-            self._file = open(path, "a", encoding="utf-8")
+            self._handle = open(path, "a", encoding="utf-8")
         else:
-            self._file = open(path, "w", encoding="utf-8")
+            self._handle = open(path, "w", encoding="utf-8")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         w = self.writer
         previous = w.global_step - w.last_call_steps
-        if self._file is None or w.global_step // self.frequency <= previous // self.frequency:
+        if self._handle is None or w.global_step // self.frequency <= previous // self.frequency:
             return
         record = {
             "epoch": w.epoch + 1,
@@ -337,16 +354,8 @@ class BatchLog(keras.callbacks.Callback):
             "learning_rate": current_learning_rate(self.model),
             **(logs or {}),
         }
-        self._file.write(json_line(record) + "\n")
-        self._file.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._handle.write(json_line(record) + "\n")
+        self._handle.flush()
 
 
 class AttentionProbe:
@@ -409,7 +418,7 @@ def summarize_directions(blocks: dict[str, dict[str, Any]], directions: tuple[st
     return out
 
 
-class AttentionEntropy(keras.callbacks.Callback):
+class AttentionEntropy(HandleOwner):
     """Per-epoch attention entropy per direction and head -> ``attention_entropy.jsonl`` and TensorBoard.
 
     ``static``/``dynamic`` are the fixed validation samples it is measured on.
@@ -420,8 +429,7 @@ class AttentionEntropy(keras.callbacks.Callback):
         self.writer = writer
         self.inputs = (static, dynamic)
         self.records: list[dict[str, Any]] = []
-        self.probe: AttentionProbe | None = None
-        self._tb_writer: Any = None
+        self.probe: AttentionProbe | None = None  # the handle is its TensorBoard writer
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.records = self.writer.kept(C.ATTENTION_ENTROPY_FILE)
@@ -458,13 +466,13 @@ class AttentionEntropy(keras.callbacks.Callback):
     def _write_tensorboard(self, epoch: int, record: dict[str, Any]) -> None:
         import tensorflow as tf
 
-        if self._tb_writer is None:
+        if self._handle is None:
             folder = self.writer.output_dir / C.TENSORBOARD_DIR / C.ATTENTION_TENSORBOARD_RUN
-            self._tb_writer = tf.summary.create_file_writer(str(folder))
+            self._handle = tf.summary.create_file_writer(str(folder))
         from utils.tensorboard_tags import attention_tag
 
         step = epoch + 1  # the 1-based epoch, as every TensorBoard series of the run
-        with self._tb_writer.as_default():
+        with self._handle.as_default():
             for direction, values in record["directions"].items():
                 tf.summary.scalar(attention_tag(direction), values["mean"], step=step)
             for block in record["blocks"].values():
@@ -472,15 +480,7 @@ class AttentionEntropy(keras.callbacks.Callback):
                 for head, value in enumerate(block["per_head"]):
                     tf.summary.scalar(attention_tag(block["direction"], level, head), value, step=step)
                 tf.summary.scalar(attention_tag(block["direction"], level), block["max_entropy"], step=step)
-        self._tb_writer.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._tb_writer is not None:
-            self._tb_writer.close()
-            self._tb_writer = None
+        self._handle.flush()
 
 
 class EpochLog(keras.callbacks.Callback):

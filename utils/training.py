@@ -55,8 +55,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     """Validate every input and setting; raise InputError before anything is written."""
     if cfg.schedule not in SCHEDULES:
         raise InputError(f"expected --schedule to be one of {SCHEDULES}, found {cfg.schedule!r}")
-    if Path(cfg.output).suffix not in (".h5", ".keras"):
-        raise InputError("expected --output to end in .h5 or .keras", cfg.output)
+    if Path(cfg.output).suffix not in C.MODEL_SUFFIXES:
+        raise InputError(f"expected --output to end in {' or '.join(C.MODEL_SUFFIXES)}", cfg.output)
     data = load_dataset(cfg.static_features, cfg.dynamic_features, cfg.labels)
     _, groups, source = resolve_groups(len(data), cfg.ids, cfg.groups, cfg.group_pattern)
     split = make_split(
