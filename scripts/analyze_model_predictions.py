@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported (utils.console)
 
 from utils.cli import Parser, from_args, run_script, settings_parser  # noqa: E402
 from utils.config import AnalysisConfig  # noqa: E402
@@ -40,6 +40,9 @@ def build_parser() -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from utils.console import quiet_tensorflow
+
+    quiet_tensorflow()  # no TensorFlow start-up lines (TF_CPP_MIN_LOG_LEVEL=0 shows them)
     from utils.analysis import format_summary, run_analysis
 
     result = run_analysis(from_args(AnalysisConfig, args))

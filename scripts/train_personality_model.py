@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported (utils.console)
 
 from utils.cli import Parser, run_script, settings_parser  # noqa: E402
 from utils.config import TrainConfig  # noqa: E402
@@ -39,6 +39,9 @@ def build_parser() -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from utils.console import quiet_tensorflow
+
+    quiet_tensorflow(show=args.verbose >= 2)  # TensorFlow's start-up lines only with --verbose 2
     from utils.training import format_summary, prepare, run_training
 
     cfg = TrainConfig.from_dict(vars(args))

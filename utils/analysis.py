@@ -264,7 +264,9 @@ def predict(
     import keras
 
     batches = EpochBatches(indices, batch_size, shuffle=False, seed=0)
-    progress = keras.utils.Progbar(len(indices), unit_name="sample") if verbose else None
+    from utils.console import progress_verbosity
+
+    progress = keras.utils.Progbar(len(indices), unit_name="sample") if progress_verbosity(verbose) else None
     sums = StreamingRegressionSums()
     y_parts: list[np.ndarray] = []
     p_parts: list[np.ndarray] = []

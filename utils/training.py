@@ -109,7 +109,7 @@ def make_callbacks(cfg: TrainConfig, history: History, run_log: list[Any] | None
                 factor=cfg.lr_factor,
                 patience=cfg.lr_patience,
                 min_lr=cfg.min_lr,
-                verbose=1,
+                verbose=0,  # the run log prints one line per cut (LearningRateChanges), not Keras' float noise
             )
         )
     callbacks.append(
@@ -282,6 +282,8 @@ def _fit(
     model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, initial_epoch: int, callbacks: list[Any], history: History
 ) -> None:
     """``model.fit``; Ctrl-C and a NaN/Inf loss become :class:`TrainingStopped` with their exit codes."""
+    from utils.console import progress_verbosity
+
     out = cfg.output_dir
     try:
         model.fit(
@@ -290,7 +292,7 @@ def _fit(
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
-            verbose=cfg.verbose,
+            verbose=progress_verbosity(cfg.verbose),  # no progress bar into a file: one log line per epoch
             shuffle=False,
         )
     except KeyboardInterrupt:
