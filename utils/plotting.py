@@ -537,11 +537,13 @@ def plot_trait_scatter(
     path: str | Path,
     baseline_mean: float | None = None,
     split: str | None = None,
+    intervals: Mapping[str, Sequence[float | None]] | None = None,
 ) -> Path:
     """Predicted vs true for one trait: identity line, least-squares fit, R² and CCC.
 
     ``split`` names the clips the points are (``"validation"``, ``"train"``,
-    ``"all"``); the title says it.
+    ``"all"``); the title says it. ``intervals`` (metric -> [low, high], the
+    95% bootstrap intervals of ``metrics.json``) are shown beside R², CCC and MAE.
     """
     y = np.asarray(y_true, dtype="float64")
     p = np.asarray(y_pred, dtype="float64")
@@ -561,8 +563,15 @@ def plot_trait_scatter(
         ax.plot(xs, intercept + slope * xs, color=color, lw=2.0, label=f"least-squares fit: p = {slope:.2f} y + {intercept:.2f}")
     if baseline_mean is not None:
         ax.axhline(baseline_mean, color=BASELINE_COLOR, lw=1.5, label=f"mean-predictor baseline ({baseline_mean:.3f})")
-    ax.plot([], [], " ", label=f"R² = {metrics['r_squared']:.3f}, CCC = {metrics['ccc']:.3f}")
-    ax.plot([], [], " ", label=f"MAE = {metrics['mae']:.3f}, accuracy (1 − MAE) = {metrics['accuracy']:.3f}")
+    def value(name: str) -> str:
+        low, high = (intervals or {}).get(name) or (None, None)
+        ci = f" [{low:.3f}, {high:.3f}]" if low is not None and np.isfinite(low) else ""
+        return f"{metrics[name]:.3f}{ci}"
+
+    if intervals:
+        ax.plot([], [], " ", label="brackets: 95% bootstrap interval")
+    ax.plot([], [], " ", label=f"R² = {value('r_squared')}, CCC = {value('ccc')}")
+    ax.plot([], [], " ", label=f"MAE = {value('mae')}, accuracy (1 − MAE) = {metrics['accuracy']:.3f}")
     pad = 0.02 * (hi - lo)  # keeps the two "0.0" tick labels at the corner apart
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(lo - pad, hi + pad)
