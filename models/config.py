@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from utils.cli import option, positive_int, unit_interval
+from utils.cli import non_negative_int, option, positive_int, unit_interval
 from utils.constants import ATTENTION_DIRECTIONS, ATTENTION_KEYS, FUSION_MODES
 
 
@@ -27,7 +27,28 @@ class ModelConfig:
         8, "tokens a pooled (N, D) feature vector is split into (>= 2)", type=positive_int
     )
     fusion: str = option(
-        "cross_attention", "fusion of the two streams (others are ablations)", choices=FUSION_MODES
+        "pooled_query",
+        "fusion of the two streams: pooled_query (default: one pooled static query attends over the dynamic "
+        "segments, beside a pooled skip path), cross_attention (bidirectional token cross-attention, MulT-style), "
+        "or an ablation",
+        choices=FUSION_MODES,
+    )
+    fused_dropout: float = option(
+        0.0, "dropout on the fused vector the head reads (input noise for the head)", type=unit_interval
+    )
+    head_skip: bool = option(
+        True, "the output layer also reads the fused vector directly (a linear path beside the hidden layer)"
+    )
+    bilinear_rank: int = option(
+        0,
+        "pooled_query fusion: rank of a low-rank bilinear product of the pooled streams added to the "
+        "fused vector (0: none)",
+        type=non_negative_int,
+    )
+    ridge_warm_start: bool = option(
+        True,
+        "pooled_query with --head_skip: the output layer's linear path starts at ridge on the pooled "
+        "training features (models.linear_init)",
     )
     attention_keys: str = option(
         "position",

@@ -1,21 +1,33 @@
-"""Bidirectional cross-attention fusion of static and dynamic video features.
+"""Fusion of static and dynamic video features: the pooled-query default and MulT-style cross-attention.
 
-The design follows MulT (Tsai et al., 2019), as ``shared/docs/domain.md``
-describes it:
+Two attention designs share the input stage and the head:
 
-* each stream is standardized by a frozen ``Normalization`` layer (the
-  statistics of the training split; the only non-trainable stage, standing in
-  for the frozen feature extractors that produced the features),
-* pooled ``(N, D)`` inputs are split into ``pooled_tokens`` feature-group
+* the input stage: each stream is standardized by a frozen ``Normalization``
+  layer (the statistics of the training split; the only non-trainable stage,
+  standing in for the frozen feature extractors that produced the features);
+  pooled ``(N, D)`` inputs are split into ``pooled_tokens`` feature-group
   tokens, because attention over a single key is degenerate (softmax of one
-  score is always 1),
-* both streams are projected to a common ``width`` and get learned position
-  and stream-type embeddings,
-* static queries attend to dynamic keys/values and dynamic queries attend to
-  static keys/values, each block pre-norm with residuals and a feed-forward
-  sub-block, ``depth`` times,
-* each stream is mean-pooled, the two are concatenated and a dense head ends
-  in five sigmoid outputs (labels lie in [0, 1]).
+  score is always 1);
+* ``fusion="pooled_query"`` (the default, :class:`PooledQueryFusion`): one
+  query from the pooled static stream attends over the dynamic segments,
+  whose keys are learned position codes (``attention_keys``) and whose values
+  are projections of their content; the attended vector is concatenated with
+  both pooled streams (a pooled skip path, so attention can only add to what
+  the pooled features give);
+* ``fusion="cross_attention"`` (:class:`FusionEncoder`, the seed's model,
+  following MulT, Tsai et al. 2019, as ``shared/docs/domain.md`` describes
+  it): both streams projected to a common ``width`` with position and
+  stream-type embeddings, static queries attend to dynamic tokens and dynamic
+  queries to static tokens, pre-norm residual blocks with feed-forward
+  sub-blocks, ``depth`` times, each stream mean-pooled; the other
+  ``FUSION_MODES`` are its ablations (one direction, concat without
+  attention, one stream);
+* the head: a hidden GELU layer with dropout and five sigmoid outputs (labels
+  lie in [0, 1]); with ``head_skip`` the output layer also reads the fused
+  vector directly, and :func:`build_model_for_data` can start that linear
+  path at ridge on the pooled training features (``ridge_warm_start``,
+  :mod:`models.linear_init`). ``docs/accuracy.md`` has the measurements
+  behind these defaults.
 
 All custom layers are registered serializable, so a saved ``.h5`` or
 ``.keras`` model loads with ``keras.models.load_model`` alone.
@@ -318,11 +330,17 @@ class PooledQueryFusion(layers.Layer):
         attention_keys: str = "position",
         flatten_static: bool = False,
         flatten_dynamic: bool = False,
+        bilinear_rank: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.config = ModelConfig(
-            width=width, num_heads=num_heads, dropout=dropout, fusion="pooled_query", attention_keys=attention_keys
+            width=width,
+            num_heads=num_heads,
+            dropout=dropout,
+            fusion="pooled_query",
+            attention_keys=attention_keys,
+            bilinear_rank=bilinear_rank,
         )
         self.flatten_static = bool(flatten_static)
         self.flatten_dynamic = bool(flatten_dynamic)
@@ -335,9 +353,19 @@ class PooledQueryFusion(layers.Layer):
             else None
         )
         self.dropout = layers.Dropout(self.config.dropout)
+        rank = self.config.bilinear_rank
+        self.bilinear = (
+            (layers.Dense(rank, use_bias=False, name="bilinear_static"),
+             layers.Dense(rank, use_bias=False, name="bilinear_dynamic"))
+            if rank
+            else None
+        )
 
     def build(self, static_shape: tuple, dynamic_shape: tuple) -> None:
         self.query.build((static_shape[0], self._summary_dim(static_shape, self.flatten_static)))
+        if self.bilinear is not None:
+            self.bilinear[0].build((static_shape[0], self._summary_dim(static_shape, self.flatten_static)))
+            self.bilinear[1].build((dynamic_shape[0], self._summary_dim(dynamic_shape, self.flatten_dynamic)))
         self.value.build(dynamic_shape)
         if self.content_key is not None:
             self.content_key.build(dynamic_shape)
@@ -360,7 +388,7 @@ class PooledQueryFusion(layers.Layer):
     def compute_output_shape(self, static_shape: tuple, dynamic_shape: tuple) -> tuple:
         dims = self._summary_dim(static_shape, self.flatten_static)
         dims += self._summary_dim(dynamic_shape, self.flatten_dynamic)
-        return (static_shape[0], dims + self.config.width)
+        return (static_shape[0], dims + self.config.width + self.config.bilinear_rank)
 
     def _logits(self, query: Any, dynamic: Any) -> Any:
         """``(batch, heads, tokens)`` scores of the query against each segment's key."""
@@ -387,9 +415,11 @@ class PooledQueryFusion(layers.Layer):
         values = ops.reshape(self.value(dynamic), (-1, tokens, heads, self.head_dim))
         weights = ops.softmax(self._logits(query, dynamic), axis=-1)  # (batch, heads, tokens)
         attended = ops.reshape(ops.einsum("bht,bthd->bhd", weights, values), (-1, self.config.width))
-        fused = ops.concatenate(
-            [static_summary, dynamic_summary, self.dropout(attended, training=training)], axis=-1
-        )
+        parts = [static_summary, dynamic_summary, self.dropout(attended, training=training)]
+        if self.bilinear is not None:
+            # low-rank bilinear pooling: products of static and dynamic projections
+            parts.append(self.bilinear[0](static_summary) * self.bilinear[1](dynamic_summary))
+        fused = ops.concatenate(parts, axis=-1)
         if return_attention_scores:
             return fused, {"static_to_dynamic": [weights[:, :, None, :]]}
         return fused
@@ -404,6 +434,7 @@ class PooledQueryFusion(layers.Layer):
             "attention_keys": cfg.attention_keys,
             "flatten_static": self.flatten_static,
             "flatten_dynamic": self.flatten_dynamic,
+            "bilinear_rank": cfg.bilinear_rank,
         }
 
 
@@ -417,6 +448,7 @@ def fusion_layer(config: ModelConfig, static_shape: tuple[int, ...], dynamic_sha
             attention_keys=config.attention_keys,
             flatten_static=len(static_shape) == 1,
             flatten_dynamic=len(dynamic_shape) == 1,
+            bilinear_rank=config.bilinear_rank,
             name="fusion",
         )
     return FusionEncoder(
@@ -437,6 +469,7 @@ def build_model(
     static_stats: tuple[np.ndarray, np.ndarray] | None = None,
     dynamic_stats: tuple[np.ndarray, np.ndarray] | None = None,
     output_prior: np.ndarray | None = None,
+    skip_kernel: np.ndarray | None = None,
 ) -> keras.Model:
     """Build the functional fusion model.
 
@@ -447,6 +480,9 @@ def build_model(
     (the training-label means) initializes the output bias to their logit and
     the output kernel is zero, so training starts from the mean predictor
     (R² = 0 on the training split) instead of noisy guesses around 0.5.
+    ``skip_kernel`` (with ``config.head_skip``): initial output-kernel rows for
+    the first columns of the fused vector, e.g. the ridge warm start of
+    :func:`models.linear_init.pooled_ridge_kernel` for ``pooled_query``.
     """
     inputs = {}
     tokens = {}
@@ -466,20 +502,65 @@ def build_model(
             x = SplitIntoTokens(config.pooled_tokens, name=f"{stream}_tokens")(x)
         tokens[stream] = x
     fused = fusion_layer(config, static_shape, dynamic_shape)(tokens["static"], tokens["dynamic"])
+    if config.fused_dropout:
+        fused = layers.Dropout(config.fused_dropout, name="fused_dropout")(fused)
     x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(fused)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
+    if config.head_skip:
+        # the output also reads the fused vector directly: a linear model is a special case
+        x = layers.Concatenate(name="head_skip")([x, fused])
     bias = "zeros"
     if output_prior is not None:
         p = np.clip(np.asarray(output_prior, dtype="float64"), 1e-3, 1 - 1e-3)
         bias = keras.initializers.Constant(np.log(p / (1 - p)))
-    # Zero kernel: the untrained model predicts exactly the prior (the mean predictor).
+    # Zero kernel: the untrained model predicts exactly the prior (the mean predictor),
+    # or, with a skip kernel, the linear model it holds.
+    kernel: Any = "zeros"
+    if skip_kernel is not None and config.head_skip:
+        rows = np.zeros((int(x.shape[-1]), NUM_TRAITS), dtype="float32")
+        skip = np.asarray(skip_kernel, dtype="float32")
+        if skip.ndim != 2 or skip.shape[1] != NUM_TRAITS or skip.shape[0] > int(fused.shape[-1]):
+            raise ValueError(f"skip_kernel must be (at most {int(fused.shape[-1])}, {NUM_TRAITS}), got {skip.shape}")
+        rows[config.head_units : config.head_units + skip.shape[0]] = skip
+        kernel = keras.initializers.Constant(rows)
     outputs = layers.Dense(
-        NUM_TRAITS, activation="sigmoid", kernel_initializer="zeros", bias_initializer=bias, name="traits"
+        NUM_TRAITS, activation="sigmoid", kernel_initializer=kernel, bias_initializer=bias, name="traits",
+        dtype="float32",  # predictions, loss and metrics stay float32 under mixed precision (utils.devices)
     )(x)
     return keras.Model(
         inputs=[inputs["static"], inputs["dynamic"]],
         outputs=outputs,
         name=f"personality_{config.fusion}",
+    )
+
+
+def build_model_for_data(
+    config: ModelConfig, static: Any, dynamic: Any, labels: np.ndarray, train_idx: np.ndarray
+) -> keras.Model:
+    """:func:`build_model` with everything taken from the training rows ``train_idx``.
+
+    The frozen normalization statistics, the output prior (training-label
+    means) and, for ``pooled_query`` with ``head_skip``, the ridge warm start
+    of the output layer's linear path (:func:`models.linear_init.pooled_ridge_kernel`).
+    The arrays may be memory-mapped; they are read in chunks.
+    """
+    from models.linear_init import pooled_ridge_kernel
+    from utils.data import feature_statistics, label_means
+
+    train_idx = np.asarray(train_idx)
+    static_stats = feature_statistics(static, train_idx)
+    dynamic_stats = feature_statistics(dynamic, train_idx)
+    skip_kernel = None
+    if config.fusion == "pooled_query" and config.head_skip and config.ridge_warm_start:
+        skip_kernel = pooled_ridge_kernel(static, dynamic, labels, train_idx, static_stats, dynamic_stats)
+    return build_model(
+        config,
+        tuple(static.shape[1:]),
+        tuple(dynamic.shape[1:]),
+        static_stats=static_stats,
+        dynamic_stats=dynamic_stats,
+        output_prior=label_means(labels, train_idx),
+        skip_kernel=skip_kernel,
     )
 
 

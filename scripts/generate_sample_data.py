@@ -32,6 +32,7 @@ from utils.synthetic import (  # noqa: E402
     FIRST_IMPRESSIONS_MEANS,
     FIRST_IMPRESSIONS_SHAPES,
     FIRST_IMPRESSIONS_STDS,
+    INTERACTION_KINDS,
     SUPPORTED_DTYPES,
     SyntheticSpec,
     dataset_report,
@@ -42,11 +43,16 @@ logger = logging.getLogger("generate_sample_data")
 
 # Shapes of data_sample/ (used when neither a shape flag nor the switch is given).
 SAMPLE_SHAPES: dict[str, int] = {
-    "static_tokens": 16,
-    "static_dim": 64,
-    "dynamic_tokens": 16,
-    "dynamic_dim": 128,
+    "static_tokens": 8,
+    "static_dim": 24,
+    "dynamic_tokens": 8,
+    "dynamic_dim": 24,
 }
+# Signal of data_sample/: a static cue selects a dynamic segment (the structure the
+# default pooled_query model is built for), 60% of the signal; 20% label noise.
+SAMPLE_SIGNAL: dict[str, Any] = {"interaction": "cue_segment", "interaction_fraction": 0.6, "noise_fraction": 0.2}
+SAMPLE_N = 4000
+SAMPLE_DTYPE = "float16"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output_dir", default=DEFAULT_DATA_DIR, help="folder that receives the three .npy files"
     )
-    parser.add_argument("--n_samples", type=positive_int, default=400, help="number of clips N")
+    parser.add_argument("--n_samples", type=positive_int, default=SAMPLE_N, help="number of clips N")
     for name, text in (
         ("static_tokens", "static tokens per clip T_s"),
         ("static_dim", "width of a static token D_s"),
@@ -74,9 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the real features' token shapes: static 49x512 (VGG-Face 7x7 grid), dynamic 16x1024 (I3D)",
     )
+    parser.add_argument(
+        "--interaction", choices=INTERACTION_KINDS, default=SAMPLE_SIGNAL["interaction"],
+        help="kind of the fusion-only signal part: content attention (third order), pooled product, "
+        "or a static cue selecting a dynamic segment",
+    )
+    parser.add_argument(
+        "--interaction_fraction", type=float, default=SAMPLE_SIGNAL["interaction_fraction"],
+        help="share of the signal variance in the fusion-only part; the rest is split evenly between "
+        "the pooled static and pooled dynamic parts",
+    )
+    parser.add_argument(
+        "--noise_fraction", type=float, default=SAMPLE_SIGNAL["noise_fraction"],
+        help="share of each trait's variance that is noise (the noise ceiling R² is about 1 minus it)",
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of every random draw")
     parser.add_argument(
-        "--dtype", choices=SUPPORTED_DTYPES, default="float32", help="feature dtype (labels are float32)"
+        "--dtype", choices=SUPPORTED_DTYPES, default=SAMPLE_DTYPE, help="feature dtype (labels are float32)"
     )
     parser.add_argument(
         "--chunk_size",
@@ -103,8 +123,19 @@ def spec_from_args(args: argparse.Namespace) -> SyntheticSpec:
         name: getattr(args, name) if getattr(args, name) is not None else shapes[name]
         for name in SAMPLE_SHAPES
     }
+    rest = (1.0 - args.interaction_fraction) / 2.0
     try:
-        return SyntheticSpec(n_samples=args.n_samples, seed=args.seed, dtype=args.dtype, **resolved)
+        return SyntheticSpec(
+            n_samples=args.n_samples,
+            seed=args.seed,
+            dtype=args.dtype,
+            interaction=args.interaction,
+            interaction_fraction=args.interaction_fraction,
+            static_fraction=rest,
+            dynamic_fraction=rest,
+            noise_fraction=args.noise_fraction,
+            **resolved,
+        )
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

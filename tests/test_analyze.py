@@ -61,7 +61,8 @@ def run(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("analyze")
     paths = write_features(root / "data", n=N)
     out = root / "results"
-    assert train_main(train_args(paths, out, "--epochs", "3")) == 0
+    # the bidirectional model: its attention maps have both directions (the default pooled_query has one)
+    assert train_main(train_args(paths, out, "--epochs", "3", "--fusion", "cross_attention")) == 0
     info = {"root": root, "paths": paths, "results": out, "model": out / C.MODEL_FILE}
     analysis = root / "analysis_all"
     assert analyze.main(_args(info, analysis, "--attention_samples", "5", "--split", "all")) == 0

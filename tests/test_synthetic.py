@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from scripts.generate_sample_data import main
 from utils.constants import DYNAMIC_FEATURES_FILE, LABELS_FILE, NUM_TRAITS, STATIC_FEATURES_FILE, TRAITS
 from utils.synthetic import (
     BLOCK_SIZE,
+    INTERACTION_KINDS,
     FIRST_IMPRESSIONS_CORRELATION,
     FIRST_IMPRESSIONS_MEANS,
     FIRST_IMPRESSIONS_STDS,
@@ -103,13 +105,33 @@ def test_committed_data_sample_shapes_dtypes_and_range() -> None:
     static = np.load(REPO / "data_sample" / STATIC_FEATURES_FILE)
     dynamic = np.load(REPO / "data_sample" / DYNAMIC_FEATURES_FILE)
     labels = np.load(REPO / "data_sample" / LABELS_FILE)
-    assert static.shape == (400, 16, 64) and static.dtype == np.float32
-    assert dynamic.shape == (400, 16, 128) and dynamic.dtype == np.float32
-    assert labels.shape == (400, NUM_TRAITS) and labels.dtype == np.float32
+    assert static.shape == (4000, 8, 24) and static.dtype == np.float16
+    assert dynamic.shape == (4000, 8, 24) and dynamic.dtype == np.float16
+    assert labels.shape == (4000, NUM_TRAITS) and labels.dtype == np.float32
     assert labels.min() >= 0.0 and labels.max() <= 1.0
     assert all(np.isfinite(a).all() for a in (static, dynamic, labels))
     total = sum((REPO / "data_sample" / name).stat().st_size for name in FILES)
-    assert total < 10 * 2**20
+    assert total < 15 * 2**20
+
+
+def test_committed_data_sample_has_a_cue_selected_segment_that_ridge_cannot_see() -> None:
+    from scripts.generate_sample_data import SAMPLE_SHAPES, SAMPLE_SIGNAL
+
+    static = np.load(REPO / "data_sample" / STATIC_FEATURES_FILE)
+    dynamic = np.load(REPO / "data_sample" / DYNAMIC_FEATURES_FILE)
+    labels = np.load(REPO / "data_sample" / LABELS_FILE)
+    spec = SyntheticSpec(
+        n_samples=len(labels), dtype="float16", interaction=SAMPLE_SIGNAL["interaction"],
+        interaction_fraction=SAMPLE_SIGNAL["interaction_fraction"],
+        static_fraction=(1 - SAMPLE_SIGNAL["interaction_fraction"]) / 2,
+        dynamic_fraction=(1 - SAMPLE_SIGNAL["interaction_fraction"]) / 2,
+        noise_fraction=SAMPLE_SIGNAL["noise_fraction"], **SAMPLE_SHAPES,
+    )
+    signal, _ = planted_signal(spec, static, dynamic)
+    train, val = split_indices(len(labels), 0.2, seed=42)  # the trainer's default split
+    ceiling = noise_ceiling(labels[val], signal[val])["mean"]
+    ridge = ridge_baseline(static, dynamic, labels, train, val)["mean"]
+    assert ceiling > 0.75 and ridge < 0.3 and ceiling - ridge > 0.45
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float64"])
@@ -166,6 +188,61 @@ def test_interaction_is_token_level_and_not_recoverable_from_pooled_features(lar
     np.testing.assert_allclose(signal, data.signal, rtol=1e-9, atol=1e-9)
 
 
+@pytest.fixture(scope="module")
+def kinds() -> dict[str, tuple[SyntheticSpec, SyntheticData]]:
+    """N = 2000 of each interaction kind (sample shapes)."""
+    out = {}
+    for kind in INTERACTION_KINDS:
+        spec = SyntheticSpec(n_samples=2000, seed=3, interaction=kind)
+        out[kind] = (spec, generate(spec))
+    return out
+
+
+@pytest.mark.parametrize("kind", INTERACTION_KINDS)
+def test_every_interaction_kind_is_standardized_and_invisible_to_linear_pooled_models(kinds, kind) -> None:
+    spec, data = kinds[kind]
+    part = data.components["interaction"]
+    np.testing.assert_allclose(part.mean(axis=0), 0.0, atol=0.1)
+    np.testing.assert_allclose(part.std(axis=0), 1.0, atol=0.1)
+    for other in ("static", "dynamic", "noise"):
+        correlation = np.corrcoef(part.T, data.components[other].T)[:NUM_TRAITS, NUM_TRAITS:]
+        assert np.abs(correlation).max() < 0.1
+    train, val = split_indices(2000, 0.2, seed=0)
+    assert ridge_baseline(data.static, data.dynamic, part, train, val)["mean"] < 0.05
+    signal, parts = planted_signal(spec, data.static, data.dynamic)
+    np.testing.assert_allclose(parts["interaction"], part, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(signal, data.signal, rtol=1e-9, atol=1e-9)
+
+
+# What each kind depends on: reorder the dynamic segments (pooled vectors and the
+# set of token contents unchanged), or swap in another clip's deviations around
+# the same pooled mean.
+@pytest.mark.parametrize(
+    "kind, moves_with_order, moves_with_deviations",
+    [("attention", False, True), ("product", False, False), ("cue_segment", True, True)],
+)
+def test_interaction_kinds_depend_on_segment_order_and_content_as_designed(
+    kinds, kind, moves_with_order, moves_with_deviations
+) -> None:
+    spec, data = kinds[kind]
+    static, dynamic = data.static[:BLOCK_SIZE].astype(np.float64), data.dynamic[:BLOCK_SIZE].astype(np.float64)
+    sub = dataclasses.replace(spec, n_samples=BLOCK_SIZE)
+    _, base = planted_signal(sub, static, dynamic)
+    reordered = dynamic[:, np.random.default_rng(0).permutation(spec.dynamic_tokens)]
+    _, after_order = planted_signal(sub, static, reordered)
+    mean = dynamic.mean(axis=1, keepdims=True)
+    other = data.dynamic[BLOCK_SIZE : 2 * BLOCK_SIZE].astype(np.float64)
+    swapped = mean + other - other.mean(axis=1, keepdims=True)
+    _, after_swap = planted_signal(sub, static, swapped)
+    for name in ("static", "dynamic"):  # pooled parts unchanged by construction
+        np.testing.assert_allclose(after_order[name], base[name], atol=1e-9)
+        np.testing.assert_allclose(after_swap[name], base[name], atol=1e-9)
+    order_change = np.abs(after_order["interaction"] - base["interaction"]).max()
+    swap_change = np.abs(after_swap["interaction"] - base["interaction"]).max()
+    assert (order_change > 0.1) == moves_with_order, order_change
+    assert (swap_change > 0.1) == moves_with_deviations, swap_change
+
+
 def test_noise_ceiling_of_perfect_and_constant_predictions() -> None:
     labels = np.random.default_rng(0).uniform(size=(50, NUM_TRAITS))
     assert noise_ceiling(labels, labels)["mean"] == pytest.approx(1.0)
@@ -187,6 +264,7 @@ def test_noise_ceiling_of_perfect_and_constant_predictions() -> None:
         {"static_fraction": 0.5},
         {"noise_fraction": 1.0},
         {"attention_temperature": 0.0},
+        {"interaction": "sum"},
     ],
 )
 def test_invalid_specs_raise_value_error(overrides: dict) -> None:

@@ -101,9 +101,19 @@ BLOCK_SIZE = 64
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 SUPPORTED_DTYPES: tuple[str, ...] = ("float16", "float32", "float64")
 COMPONENTS: tuple[str, ...] = ("static", "dynamic", "interaction", "noise")
+# Kinds of the fusion-only ("interaction") part of the signal:
+#   attention:   softmax over dynamic tokens of (pooled-static query . content key),
+#                value readout of the attended deviations (third order, the seed's design);
+#   product:     (pooled static . a) x (pooled dynamic . b), one pair of directions per trait;
+#   cue_segment: softmax over dynamic segments of (pooled-static cue . fixed position code),
+#                value readout of the chosen segment's deviation (a cue picks the segment).
+INTERACTION_KINDS: tuple[str, ...] = ("attention", "product", "cue_segment")
 
 _WEIGHTS_STREAM = 0
 _BLOCK_STREAM = 1
+# Weights of the product and cue_segment kinds (a stream of their own, so the
+# "attention" data sets keep their bytes).
+_EXTRA_WEIGHTS_STREAM = 2
 # The attention normalising constant is a Monte Carlo estimate with its own
 # fixed seed, so it depends only on (dynamic_tokens, key_dim, temperature).
 _CALIBRATION_SEED = 20240601
@@ -131,6 +141,11 @@ class SyntheticSpec:
         attention_temperature: softmax temperature of the planted attention
             (scores have unit variance before it; 0.3 puts about 0.6 of the
             weight on the top token of 16).
+        interaction: kind of the fusion part (:data:`INTERACTION_KINDS`):
+            ``"attention"`` (content keys, third order, the seed's design),
+            ``"product"`` (pooled static x pooled dynamic) or
+            ``"cue_segment"`` (a static cue picks a dynamic segment by its
+            position). ``interaction_fraction=0`` gives a pooled-only set.
     """
 
     n_samples: int
@@ -148,6 +163,7 @@ class SyntheticSpec:
     token_correlation: float = 0.5
     key_dim: int = 8
     attention_temperature: float = 0.3
+    interaction: str = "attention"
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "static_tokens", "static_dim", "dynamic_tokens", "dynamic_dim", "key_dim"):
@@ -166,6 +182,11 @@ class SyntheticSpec:
                     f"Invalid value for `{name}`. Expected at least 2 tokens (attention over one token is "
                     f"degenerate). Received: {name}={getattr(self, name)}"
                 )
+        if self.interaction not in INTERACTION_KINDS:
+            raise ValueError(
+                f"Invalid value for `interaction`. Expected one of {INTERACTION_KINDS}. "
+                f"Received: interaction={self.interaction!r}"
+            )
         if self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(
                 f"Invalid value for `dtype`. Expected one of {SUPPORTED_DTYPES}. Received: dtype={self.dtype!r}"
@@ -251,6 +272,12 @@ class _Weights:
     value: np.ndarray  # (D_d, 5)
     interaction_scale: float
     cholesky: np.ndarray  # (5, 5) lower triangular
+    product_static: np.ndarray  # (D_s, 5)
+    product_dynamic: np.ndarray  # (D_d, 5)
+    cue: np.ndarray  # (D_s, key_dim)
+    positions: np.ndarray  # (T_d, key_dim), rows of norm sqrt(key_dim)
+    cue_value: np.ndarray  # (D_d, 5)
+    cue_scale: float
 
 
 def _orthonormal(rng: np.random.Generator, dim: int, count: int) -> np.ndarray:
@@ -293,6 +320,13 @@ def _weights(spec: SyntheticSpec) -> _Weights:
     static = _orthonormal(rng, spec.static_dim, 2 * t + k)
     pooled_dynamic = _orthonormal(rng, spec.dynamic_dim, 2 * t)
     deviations = _orthonormal(rng, spec.dynamic_dim, k + t)
+    extra = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(_EXTRA_WEIGHTS_STREAM,)))
+    product_static = _orthonormal(extra, spec.static_dim, t)
+    product_dynamic = _orthonormal(extra, spec.dynamic_dim, t)
+    cue = _orthonormal(extra, spec.static_dim, k)
+    positions = extra.standard_normal((spec.dynamic_tokens, k))
+    positions *= math.sqrt(k) / np.linalg.norm(positions, axis=1, keepdims=True)
+    cue_value = _orthonormal(extra, spec.dynamic_dim, t)
     return _Weights(
         static_linear=static[:, :t],
         static_square=static[:, t : 2 * t],
@@ -303,7 +337,32 @@ def _weights(spec: SyntheticSpec) -> _Weights:
         value=deviations[:, k:],
         interaction_scale=_interaction_scale(spec.dynamic_tokens, k, spec.attention_temperature),
         cholesky=np.linalg.cholesky(FIRST_IMPRESSIONS_CORRELATION),
+        product_static=product_static,
+        product_dynamic=product_dynamic,
+        cue=cue,
+        positions=positions,
+        cue_value=cue_value,
+        cue_scale=_cue_scale(positions, spec.attention_temperature),
     )
+
+
+def _cue_attention(cue: np.ndarray, positions: np.ndarray, temperature: float) -> np.ndarray:
+    """``(n, T_d)`` softmax over segments of ``cue . position_t`` (unit-variance scores / temperature)."""
+    k = positions.shape[1]
+    return _softmax(cue @ positions.T / (k * temperature))
+
+
+def _cue_scale(positions: np.ndarray, temperature: float) -> float:
+    """Constant that gives the cue-selected readout unit variance (Monte Carlo, fixed seed).
+
+    The readout ``sum_t a_t v.dev_t`` of standardized deviations has variance
+    ``(T |a|^2 - 1) / (T - 1)`` given the weights ``a``; averaged over cues.
+    """
+    rng = np.random.default_rng(_CALIBRATION_SEED)
+    tokens = positions.shape[0]
+    weights = _cue_attention(rng.standard_normal((_CALIBRATION_DRAWS // 4, positions.shape[1])), positions, temperature)
+    variance = float(np.mean((tokens * np.sum(weights**2, axis=1) - 1.0) / (tokens - 1.0)))
+    return 1.0 / math.sqrt(variance)
 
 
 def _pooled_readout(
@@ -329,12 +388,19 @@ def _components_from_features(
     deviations = (dynamic.astype(np.float64) - dynamic_mean[:, None, :]) / math.sqrt(
         (1.0 - rho) * (1.0 - 1.0 / spec.dynamic_tokens)
     )
-    query = static_pooled @ w.query  # (n, key_dim)
-    keys = deviations @ w.key  # (n, T_d, key_dim)
-    values = deviations @ w.value  # (n, T_d, 5)
-    scores = np.einsum("ntk,nk->nt", keys, query) / (math.sqrt(spec.key_dim) * spec.attention_temperature)
-    attention = _softmax(scores)  # (n, T_d), rows sum to 1
-    interaction = w.interaction_scale * np.einsum("nt,ntj->nj", attention, values)
+    if spec.interaction == "product":
+        # Both factors are standard normal and independent: unit variance, mean 0.
+        interaction = (static_pooled @ w.product_static) * (dynamic_pooled @ w.product_dynamic)
+    elif spec.interaction == "cue_segment":
+        attention = _cue_attention(static_pooled @ w.cue, w.positions, spec.attention_temperature)
+        interaction = w.cue_scale * np.einsum("nt,ntj->nj", attention, deviations @ w.cue_value)
+    else:
+        query = static_pooled @ w.query  # (n, key_dim)
+        keys = deviations @ w.key  # (n, T_d, key_dim)
+        values = deviations @ w.value  # (n, T_d, 5)
+        scores = np.einsum("ntk,nk->nt", keys, query) / (math.sqrt(spec.key_dim) * spec.attention_temperature)
+        attention = _softmax(scores)  # (n, T_d), rows sum to 1
+        interaction = w.interaction_scale * np.einsum("nt,ntj->nj", attention, values)
     return {
         "static": _pooled_readout(static_pooled, w.static_linear, w.static_square, spec.nonlinearity),
         "dynamic": _pooled_readout(dynamic_pooled, w.dynamic_linear, w.dynamic_square, spec.nonlinearity),

@@ -1,0 +1,79 @@
+"""Ridge warm start of the output layer's linear path (numpy and scikit-learn, no Keras).
+
+With ``ModelConfig.head_skip`` the output layer reads the fused vector
+directly beside the hidden layer. For the ``pooled_query`` fusion the first
+columns of that vector are the pooled, normalized streams
+(``mean_t((x - mu) / sigma)``; a pooled ``(N, D)`` input is used whole), so a
+ridge regression on exactly those features, fitted on the training split, can
+be written into the output kernel: the untrained model then predicts (to first
+order in the sigmoid) what ridge on pooled features predicts, and training
+(with early stopping on the validation split) starts from the linear baseline
+instead of from the mean. :func:`pooled_ridge_kernel` computes those rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RIDGE_ALPHAS = np.logspace(-3, 5, 17)  # the grid of utils.synthetic.ridge_baseline
+_CHUNK_ROWS = 4096
+
+
+def pooled_features(
+    features: Any, indices: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
+    """The model's pooled summary of one stream for ``indices``: ``(n, D)`` float64.
+
+    ``(N, T, D)`` tokens: the token mean of the normalized tokens; ``(N, D)``
+    vectors: the normalized vector. Read chunk by chunk (memory-mapped input is fine).
+    """
+    dim = int(features.shape[-1])
+    mean, var = stats if stats is not None else (np.zeros(dim), np.ones(dim))
+    scale = np.sqrt(np.maximum(np.asarray(var, dtype="float64"), 1e-12))
+    indices = np.asarray(indices)
+    out = []
+    for start in range(0, len(indices), _CHUNK_ROWS):
+        rows = np.asarray(features[np.sort(indices[start : start + _CHUNK_ROWS])], dtype="float64")
+        order = np.argsort(np.argsort(indices[start : start + _CHUNK_ROWS]))
+        rows = rows[order]
+        pooled = rows.mean(axis=1) if rows.ndim == 3 else rows
+        out.append((pooled - np.asarray(mean, dtype="float64")) / scale)
+    return np.concatenate(out) if out else np.zeros((0, dim))
+
+
+def pooled_ridge_kernel(
+    static: Any,
+    dynamic: Any,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    static_stats: tuple[np.ndarray, np.ndarray] | None,
+    dynamic_stats: tuple[np.ndarray, np.ndarray] | None,
+) -> np.ndarray:
+    """Output-kernel rows ``(D_s + D_d, 5)`` that make the linear path equal ridge on pooled features.
+
+    ``RidgeCV`` (one penalty per trait by leave-one-out, on standardized
+    features) is fitted on ``train_idx``. Its coefficients are mapped to the
+    unstandardized pooled features and divided by ``p (1 - p)`` (``p``: the
+    training-label mean), the slope of the sigmoid at the output bias, so that
+    ``sigmoid(logit(p) + f @ kernel) ~= p + ridge(f) - mean(ridge)``.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    train_idx = np.asarray(train_idx)
+    features = np.hstack(
+        [pooled_features(static, train_idx, static_stats), pooled_features(dynamic, train_idx, dynamic_stats)]
+    )
+    y = np.asarray(labels, dtype="float64")[train_idx]
+    center = features.mean(axis=0)
+    std = features.std(axis=0)
+    std[std < 1e-12] = 1.0
+    model = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True).fit((features - center) / std, y)
+    coef = (np.asarray(model.coef_).T / std[:, None])  # (features, 5) in pooled-feature units
+    p = np.clip(y.mean(axis=0), 1e-3, 1 - 1e-3)
+    logger.debug("ridge warm start: alphas %s", np.asarray(model.alpha_).tolist())
+    return coef / (p * (1.0 - p))[None, :]
