@@ -32,11 +32,16 @@ from utils.cli import Parser, from_args, run_script, settings_parser  # noqa: E4
 from utils.config import AnalysisConfig  # noqa: E402
 
 PROG = "analyze_model_predictions.py"
+EXAMPLE = (
+    "python scripts/analyze_model_predictions.py --model results/personality_model_trained.h5 "
+    "--static_features data_sample/static_features.npy --dynamic_features data_sample/dynamic_features.npy "
+    "--labels data_sample/labels.npy --output results/prediction_analysis"
+)
 
 
 def build_parser() -> Parser:
     """The flags are the fields of AnalysisConfig: names, defaults and help."""
-    return settings_parser(PROG, __doc__.split("\n\n")[0], AnalysisConfig)
+    return settings_parser(PROG, __doc__.split("\n\n")[0], AnalysisConfig, example=EXAMPLE)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,15 +27,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported (utils.console)
 
-from utils.cli import Parser, run_script, settings_parser  # noqa: E402
+from utils.cli import TRAINING_EXIT_CODES, Parser, run_script, settings_parser  # noqa: E402
 from utils.config import TrainConfig  # noqa: E402
 
 PROG = "train_personality_model.py"
+EXAMPLE = (
+    "python scripts/train_personality_model.py --static_features data_sample/static_features.npy "
+    "--dynamic_features data_sample/dynamic_features.npy --labels data_sample/labels.npy "
+    "--val_split 0.2 --batch_size 16 --epochs 50 --output results/personality_model_trained.h5"
+)
 
 
 def build_parser() -> Parser:
     """The flags are the fields of TrainConfig (and its ModelConfig): names, defaults and help."""
-    return settings_parser(PROG, __doc__.split("\n\n")[0], TrainConfig)
+    return settings_parser(
+        PROG, __doc__.split("\n\n")[0], TrainConfig, example=EXAMPLE, exit_codes=TRAINING_EXIT_CODES
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,11 +28,15 @@ from utils.cli import Parser, from_args, run_script, settings_parser  # noqa: E4
 from utils.config import VisualizeConfig  # noqa: E402
 
 PROG = "visualize_training_metrics.py"
+EXAMPLE = (
+    "python scripts/visualize_training_metrics.py --history results/training_history.npy "
+    "--output results/training_visualizations"
+)
 
 
 def build_parser() -> Parser:
     """The flags are the fields of VisualizeConfig: names, defaults and help."""
-    return settings_parser(PROG, __doc__.split("\n\n")[0], VisualizeConfig)
+    return settings_parser(PROG, __doc__.split("\n\n")[0], VisualizeConfig, example=EXAMPLE)
 
 
 def run(args: argparse.Namespace) -> int:

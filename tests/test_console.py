@@ -78,3 +78,69 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     assert [progress_verbosity(v) for v in (0, 1, 2)] == [0, 0, 2]
     monkeypatch.setattr(sys, "stdout", Stream(True))
     assert [progress_verbosity(v) for v in (0, 1, 2)] == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- help texts and hints
+
+
+SCRIPTS = ("train_personality_model", "analyze_model_predictions", "visualize_training_metrics")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_states_each_default_once_with_an_example_and_the_exit_codes(name, capsys):
+    import importlib
+
+    module = importlib.import_module(f"scripts.{name}")
+    assert module.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for noise in ("(default: None)", "(default: False)", "(default: True)", "(default: ("):
+        assert noise not in text, noise
+    # one default per flag: split the options part into one block per flag
+    options = text.split("\nexample:")[0]
+    blocks = re.split(r"\n  (?=-)", options)
+    for block in blocks:
+        assert block.lower().count("default") <= 1, block
+    epilog = text.split("\nexample:\n", 1)[1]
+    assert epilog.lstrip().startswith(f"python scripts/{name}.py --")
+    assert "exit codes:" in epilog and "    0  done" in epilog and "    2  bad input" in epilog
+    assert ("    3  the loss became NaN" in epilog) == (name == "train_personality_model")
+
+
+def test_a_switch_says_on_or_off(capsys):
+    from scripts.train_personality_model import main
+
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--jit_compile, --no-jit_compile" in text
+    assert re.search(r"--no-jit_compile[^-]*\(default: on\)", text)
+
+
+def test_labels_on_a_1_to_5_scale_are_refused_with_the_fix(tmp_path):
+    import numpy as np
+
+    from utils.data import load_labels
+    from utils.errors import InputError
+
+    path = tmp_path / "labels.npy"
+    np.save(path, np.random.default_rng(0).integers(1, 6, size=(20, 5)).astype("float32"))
+    with pytest.raises(InputError) as info:
+        load_labels(path)
+    assert "expected labels in [0, 1], found values from 1 to 5" in str(info.value)
+    assert "(y - 1) / 4" in str(info.value)
+    np.save(path, np.full((20, 5), 1.2, dtype="float32"))  # not a 1-5 scale: no made-up fix
+    with pytest.raises(InputError) as info:
+        load_labels(path)
+    assert "rescale" not in str(info.value)
+
+
+def test_a_history_folder_is_named_as_a_folder(tmp_path, capsys):
+    from scripts.visualize_training_metrics import main
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "training_history.json").write_text('{"epoch": [1], "loss": [0.1]}')
+    assert main(["--history", str(folder), "--output", str(tmp_path / "viz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "found a folder" in err and f"pass {folder / 'training_history.json'}" in err
+    assert "not found" not in err

@@ -142,7 +142,11 @@ class TrainConfig(InputFiles):
         group=LOGGING,
     )
     verbose: int = option(
-        1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch", choices=(0, 1, 2), group=LOGGING
+        1,
+        "console: 0 no progress bar, 1 a progress bar on a terminal (none when stdout is a file), "
+        "2 Keras' line per epoch instead, and TensorFlow's start-up messages (the run log's line per epoch: always)",
+        choices=(0, 1, 2),
+        group=LOGGING,
     )
     wandb: bool = option(False, "log config, metrics and the final model to Weights & Biases", group=LOGGING)
     wandb_project: str = option("personality-cross-attention", "W&B project name", group=LOGGING)

@@ -127,10 +127,13 @@ def load_labels(path: str | Path) -> np.ndarray:
     check_finite(array, str(path), "labels")
     values = np.asarray(array)
     if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        raise InputError(
-            f"expected labels in [0, 1], found values from {values.min():.4g} to {values.max():.4g}",
-            str(path),
-        )
+        low, high = float(values.min()), float(values.max())
+        hint = ""
+        if low >= 1.0 and high <= 5.0 and high - low >= 1.0:  # a 1-5 Likert scale, the usual questionnaire scoring
+            hint = "; on a 1-5 scale, rescale with (y - 1) / 4"
+        elif low >= 0.0 and 5.0 < high <= 100.0:
+            hint = "; on a 0-100 scale, rescale with y / 100"
+        raise InputError(f"expected labels in [0, 1], found values from {low:.4g} to {high:.4g}{hint}", str(path))
     return array
 
 

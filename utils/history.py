@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils import constants as C
 from utils.errors import InputError
 from utils.io import save_npy, write_json
 
@@ -50,6 +51,10 @@ def load_history(path: str | Path, trust_pickle: bool = False) -> History:
     set, because unpickling runs code from the file.
     """
     p = Path(path)
+    if p.is_dir():
+        found = [name for name in (C.HISTORY_FILE, C.HISTORY_JSON_FILE) if (p / name).is_file()]
+        offer = f"; it holds {found[0]}: pass {p / found[0]}" if found else ""
+        raise InputError(f"expected a history file (training_history.npy or .json), found a folder{offer}", str(p))
     if not p.is_file():
         raise InputError("history file not found (expected training_history.npy or .json)", str(p))
     if p.suffix.lower() == ".json":
