@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +19,23 @@ from scripts.predict_personality import main
 from tests.conftest import REPO, run_script_expecting_input_error, write_features
 from utils import constants as C
 from utils import prediction as PR
+from utils.errors import EXIT_INPUT_CHANGED, EXIT_WRITE_FAILED
 
 SCRIPT = REPO / "scripts" / "predict_personality.py"
 N = 37  # not a multiple of the batch sizes used below: the last batch is partial
 STATIC, DYNAMIC = (4, 8), (3, 12)
 TOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def _fresh_console_handler():
+    """The scripts' console handler keeps the sys.stdout of the test that made it; drop it after each test."""
+    yield
+    import logging
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_toolkit_console", False)]:
+        root.removeHandler(handler)
 
 
 def build_saved_model(path: Path, static_shape: tuple[int, ...], dynamic_shape: tuple[int, ...], seed: int = 1) -> Path:
@@ -153,6 +168,7 @@ def test_pooled_float64_features(tmp_path):
 def _expect_one_line(capsys, code: int, *fragments: str) -> str:
     err = capsys.readouterr().err.strip()
     assert code == 2
+    assert "Traceback" not in err
     assert len(err.splitlines()) == 1, err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
@@ -210,19 +226,39 @@ def test_failed_run_leaves_earlier_outputs_untouched(setup, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in earlier), bad.name])
 
 
-def test_write_failure_midway_leaves_no_partial_set(setup, tmp_path, monkeypatch):
-    """The .npy fails after the .csv is written: neither appears, the earlier .csv stays, no temp files."""
+def test_write_failure_midway_leaves_no_partial_set(setup, tmp_path, monkeypatch, capsys):
+    """The disk fills up while the .npy is written after the .csv: one line, exit 4, the earlier .csv stays, no temp."""
     out = tmp_path / "predictions.csv"
     out.write_text("earlier\n")
 
     def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(PR.np, "save", disk_full)
-    with pytest.raises(OSError):
-        main(_args(setup, out))
+    code = main(_args(setup, out))
+    assert code == EXIT_WRITE_FAILED
+    _expect_one_line(capsys, 2, str(out.with_suffix(".npy")), "ENOSPC")
     assert out.read_text() == "earlier\n"
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+def test_an_input_changed_during_prediction_writes_nothing(setup, tmp_path, monkeypatch, capsys):
+    """The features file is rewritten while the model predicts: exit 5, one line naming it, no output."""
+    static = tmp_path / "static.npy"
+    shutil.copy(setup["paths"]["static_features"], static)
+    original = PR.predict
+
+    def predict_while_the_file_changes(*args, **kwargs):
+        st = static.stat()
+        os.utime(static, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(PR, "predict", predict_while_the_file_changes)
+    out = tmp_path / "out" / "predictions.csv"
+    code = main(_args(setup, out, static=str(static)))
+    assert code == EXIT_INPUT_CHANGED
+    _expect_one_line(capsys, 2, str(static.resolve()), "modified")
+    assert not out.parent.exists()
 
 
 def test_progress_bar_only_on_a_terminal_or_a_long_input(setup, tmp_path, capsys):

@@ -38,6 +38,7 @@ from typing import Any
 import keras
 
 from utils.history import History, save_history
+from utils.errors import EXIT_INPUT_CHANGED, TrainingStopped
 from utils.io import save_model
 
 # Metrics the console progress bar shows; every metric still reaches the history.
@@ -228,6 +229,34 @@ def restore_callback_states(callbacks: Iterable[Any], states: dict[str, dict[str
         for adapter in RESUME_ADAPTERS:
             if adapter.applies_to(cb) and adapter.key in states:
                 adapter.load(cb, states[adapter.key] or {})
+
+
+class InputsUnchanged(keras.callbacks.Callback):
+    """Stop the run before it reads an input file again once the file changed (size or modification time).
+
+    Checked at every epoch start and before every validation pass, the two
+    moments the memory-mapped inputs are opened for reading again; a changed
+    file raises :class:`TrainingStopped` with :data:`EXIT_INPUT_CHANGED`
+    (``advice`` says what survives and how to resume). A file truncated in the
+    middle of an epoch can still end the process with SIGBUS before the next
+    check; the resume state of the last finished epoch survives that too.
+    """
+
+    def __init__(self, watch: Any, advice: Callable[[], str]) -> None:
+        super().__init__()
+        self.watch = watch
+        self.advice = advice
+
+    def _check(self) -> None:
+        change = self.watch.changed()
+        if change:
+            raise TrainingStopped(f"{change}; the run stopped before reading it again. {self.advice()}", EXIT_INPUT_CHANGED)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._check()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._check()
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):

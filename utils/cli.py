@@ -20,85 +20,31 @@ This module imports no TensorFlow and no NumPy (``--help`` stays fast).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from utils.errors import (
-    EXIT_DIVERGED,
-    EXIT_INPUT_CHANGED,
     EXIT_INPUT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_WRITE_FAILED,
     InputError,
+    Terminated,
     TrainingStopped,
 )
 
 
-# What each exit code means, for the epilog of every script's --help.
-EXIT_CODE_MEANINGS: dict[int, str] = {
-    0: "done",
-    EXIT_INPUT_ERROR: "bad input or flag (one line on stderr naming the file; nothing written)",
-    EXIT_DIVERGED: "the loss became NaN or infinite (best checkpoint and history kept)",
-    EXIT_WRITE_FAILED: "an output could not be written (disk full, quota, read-only)",
-    EXIT_INPUT_CHANGED: "an input file changed while the run read it",
-    EXIT_INTERRUPTED: "interrupted with Ctrl-C",
-    EXIT_TERMINATED: "terminated (SIGTERM)",
-}
-COMMON_EXIT_CODES: tuple[int, ...] = (0, EXIT_INPUT_ERROR, EXIT_WRITE_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED)
-TRAINING_EXIT_CODES: tuple[int, ...] = (
-    0, EXIT_INPUT_ERROR, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INPUT_CHANGED, EXIT_INTERRUPTED, EXIT_TERMINATED,
-)
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Each flag's default said once: none after a switch, none for a None default, a tuple as a plain list.
-
-    A help text that already names its default ("(default: ...)" or
-    "default:") is left as it is; a ``--x/--no-x`` switch says "(default: on)"
-    or "(default: off)" instead of argparse's "(default: True)".
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = (action.help or "").replace(" (default: %(default)s)", "")  # BooleanOptionalAction's own
-        default = action.default
-        if isinstance(action, argparse.BooleanOptionalAction):
-            return f"{text} (default: {'on' if default else 'off'})"
-        if (
-            "default" in text.lower()
-            or default is None
-            or default is argparse.SUPPRESS
-            or isinstance(default, bool)
-            or action.nargs == 0  # store_true / store_const / help
-        ):
-            return text
-        shown = ", ".join(map(str, default)) if isinstance(default, (tuple, list)) else str(default)
-        return f"{text} (default: {shown.replace('%', '%%')})"
-
-
-def help_epilog(example: str | None, exit_codes: Sequence[int] = COMMON_EXIT_CODES) -> str:
-    """The end of ``--help``: an example command and what each exit code means."""
-    parts = [f"example:\n  {example}"] if example else []
-    codes = "\n".join(f"  {code:>3}  {EXIT_CODE_MEANINGS[code]}" for code in exit_codes)
-    parts.append(f"exit codes:\n{codes}")
-    return "\n\n".join(parts)
-
-
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line on stderr and exit code 2.
+    """ArgumentParser whose usage errors are one line on stderr and exit code 2."""
 
-    ``--help`` states each default once (:class:`HelpFormatter`) and ends with
-    ``example`` (a command line) and the ``exit_codes`` the script can return.
-    """
-
-    def __init__(
-        self, *args: Any, example: str | None = None, exit_codes: Sequence[int] = COMMON_EXIT_CODES, **kwargs: Any
-    ) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        kwargs.setdefault("epilog", help_epilog(example, exit_codes))
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -262,11 +208,9 @@ def from_args(cls: type[T], args: argparse.Namespace) -> T:
     return from_flat(cls, vars(args))
 
 
-def settings_parser(
-    prog: str, description: str, cls: type, example: str | None = None, exit_codes: Sequence[int] = COMMON_EXIT_CODES
-) -> Parser:
-    """A :class:`Parser` whose flags are the fields of ``cls`` (``example``/``exit_codes``: the help's epilog)."""
-    parser = Parser(prog=prog, description=description, example=example, exit_codes=exit_codes)
+def settings_parser(prog: str, description: str, cls: type) -> Parser:
+    """A :class:`Parser` whose flags are the fields of ``cls``."""
+    parser = Parser(prog=prog, description=description)
     add_arguments(parser, cls)
     return parser
 
@@ -306,20 +250,66 @@ def run_script(
     return run_guarded(lambda: run(args), parser.prog)
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Any:
+    """While the body runs: SIGTERM raises :class:`Terminated` (handled like Ctrl-C), SIGXFSZ is ignored.
+
+    Clusters stop jobs with SIGTERM (Slurm: preemption, the time limit); by
+    default it kills the process at once, leaving temporary files and no
+    message. The handler raises in the main thread between two Python steps,
+    so a Keras step finishes or is abandoned and every ``finally`` runs; it
+    fires once (a second SIGTERM is ignored during the clean-up). Ignoring
+    SIGXFSZ makes the file-size limit (``ulimit -f``) an EFBIG write error
+    instead of a kill. Outside the main thread nothing is changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    xfsz = getattr(signal, "SIGXFSZ", None)
+    previous_xfsz = signal.signal(xfsz, signal.SIG_IGN) if xfsz is not None else None
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if xfsz is not None:
+            signal.signal(xfsz, previous_xfsz)
+
+
 def run_guarded(body: Callable[[], int], prog: str) -> int:
     """Run a script body; an :class:`InputError` becomes one stderr line and exit 2.
 
-    A :class:`TrainingStopped` (NaN loss, Ctrl-C) becomes its message and its
-    own exit code.
+    A :class:`TrainingStopped` (NaN loss, Ctrl-C, SIGTERM, a write error or a
+    changed input during training) becomes its message and its own exit code.
+    A disk error while writing (full, quota, file-size limit, read-only, I/O)
+    is one line naming the file, exit 4; Ctrl-C exits 130 and SIGTERM 143.
     """
     try:
-        return body()
+        with terminate_as_interrupt():
+            return body()
     except InputError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return EXIT_INPUT_ERROR
     except TrainingStopped as exc:
         sys.stderr.write(f"{prog}: stopped: {exc}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
+    except OSError as exc:
+        from utils.io import OutputWriteError, write_errno  # NumPy only when it is needed
+
+        code = write_errno(exc)
+        if code is None:
+            raise
+        error = exc if isinstance(exc, OutputWriteError) else OutputWriteError(code, exc.filename or "an output file")
+        sys.stderr.write(f"{prog}: error: {error}; files written before are intact, temporary files removed\n")
+        return EXIT_WRITE_FAILED
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            sys.stderr.write(f"{prog}: terminated (SIGTERM); no output was left half-written\n")
+            return EXIT_TERMINATED
         sys.stderr.write(f"{prog}: interrupted; no output was left half-written\n")
         return EXIT_INTERRUPTED

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.errors import EXIT_WRITE_FAILED, InputError
+from utils.errors import EXIT_INPUT_CHANGED, EXIT_WRITE_FAILED, InputError, TrainingStopped
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,13 @@ def write_errno(exc: BaseException, text: str = "") -> int | None:
             return int(current.errno)
         messages.append(str(current))
         current = current.__cause__ or current.__context__
-    for match in _ERRNO_IN_TEXT.finditer(" ".join(messages)):
+    joined = " ".join(messages)
+    for match in _ERRNO_IN_TEXT.finditer(joined):
         code = int(match.group(1) or match.group(2))
         if code in WRITE_ERRNOS:
+            return code
+    for code in WRITE_ERRNOS:  # libraries that pass on only the C library's words (TensorFlow)
+        if os.strerror(code) in joined:
             return code
     return None
 
@@ -281,6 +285,9 @@ def warn_if_little_space(folder: str | Path, model: Any) -> str | None:
     while not probe.exists():
         probe = probe.parent
     needed = 4 * _expected_hdf5_bytes(model) + 8 * 1024 * 1024
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not getattr(optimizer, "built", True):  # Adam's two moments, made at the first step
+        needed += 4 * 2 * sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.trainable_variables)
     free = shutil.disk_usage(probe).free
     if free >= needed:
         return None
@@ -346,3 +353,11 @@ class InputWatch:
             if now["mtime_ns"] != before["mtime_ns"]:
                 return f"{path}: the {role.replace('_', ' ')} file was modified (its modification time changed)"
         return None
+
+    def stop_if_changed(self, during: str) -> None:
+        """Raise :class:`TrainingStopped` (exit 5) when an input changed ``during`` (e.g. "the prediction")."""
+        change = self.changed()
+        if change:
+            raise TrainingStopped(
+                f"{change} during {during}; nothing was written. Run again once the file is final", EXIT_INPUT_CHANGED
+            )

@@ -41,7 +41,7 @@ from utils.analysis import (
     predict,
 )
 from utils.data import Dataset, load_dataset, sha256_file
-from utils.errors import EXIT_INPUT_CHANGED, InputError, TrainingStopped
+from utils.errors import InputError
 from utils.io import InputWatch, atomic_path, check_writable
 
 logger = logging.getLogger(__name__)
@@ -192,23 +192,15 @@ def write_prediction_files(
     paths: dict[str, Path], predictions: np.ndarray, ids: np.ndarray | None, info: dict[str, Any]
 ) -> list[Path]:
     """All three files, or none: each goes to a temporary name, renamed only when every one is complete."""
-    order = ("csv", "npy", "info")
+    writers = {
+        "csv": lambda tmp: tmp.write_text(predictions_csv(predictions, ids), encoding="utf-8"),
+        "npy": lambda tmp: np.save(tmp, predictions, allow_pickle=False),
+        "info": lambda tmp: tmp.write_text(json.dumps(info, indent=2, allow_nan=False) + "\n", encoding="utf-8"),
+    }
     with contextlib.ExitStack() as stack:
-        tmp = {key: stack.enter_context(atomic_path(paths[key])) for key in order}
-        tmp["csv"].write_text(predictions_csv(predictions, ids), encoding="utf-8")
-        np.save(tmp["npy"], predictions, allow_pickle=False)
-        tmp["info"].write_text(json.dumps(info, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return [paths[key] for key in order]
-
-
-def stop_if_inputs_changed(watch: InputWatch) -> None:
-    """Refuse to write predictions computed from a file that changed while it was read."""
-    change = watch.changed()
-    if change:
-        raise TrainingStopped(
-            f"{change} while the predictions were computed; nothing was written. Run again on the final files",
-            EXIT_INPUT_CHANGED,
-        )
+        for key, write in writers.items():  # a failure names its own file and unwinds the ones before
+            write(stack.enter_context(atomic_path(paths[key])))
+    return [paths[key] for key in writers]
 
 
 def run_prediction(cfg: PredictionConfig) -> PredictionResult:
@@ -235,7 +227,7 @@ def run_prediction(cfg: PredictionConfig) -> PredictionResult:
         row = int(np.argwhere(~np.isfinite(predictions))[0, 0])
         raise InputError(f"expected finite predictions, found a non-finite one for clip {row}", cfg.model)
     info = prediction_info(cfg, model, data, paths, started)
-    stop_if_inputs_changed(watch)
+    watch.stop_if_changed("the prediction")
     # 2. Write.
     written = write_prediction_files(paths, predictions, ids, info)
     return PredictionResult(predictions, ids, info, written)

@@ -27,6 +27,8 @@ wrong epoch) and does not restore the callbacks' counters or the RNG states.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,23 @@ from utils.io import atomic_path, write_json
 
 # Settings that may differ between the killed run and its resumption.
 RESUMABLE_DIFFERENCES = frozenset({"epochs", "verbose", "resume", "patience", "wandb", "wandb_mode"})
+
+
+TRAINING_SCRIPT = "train_personality_model.py"
+
+
+def resume_command() -> str:
+    """The command that resumes this run: this process's own command line plus ``--resume``.
+
+    Outside the training script (a test, a notebook) the words "the same
+    command plus --resume" stand in for it.
+    """
+    if not sys.argv or Path(sys.argv[0]).name != TRAINING_SCRIPT:
+        return "the same command plus --resume"
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(argv)
 
 
 def state_path(output_dir: Path) -> Path:

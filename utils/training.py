@@ -29,13 +29,31 @@ import numpy as np
 from utils import constants as C
 from utils.config import SCHEDULES, TrainConfig
 from utils.data import Dataset, EpochBatches, feature_statistics, label_means, load_dataset
-from utils.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, InputError, TrainingStopped
+from utils.errors import (
+    EXIT_DIVERGED,
+    EXIT_INPUT_CHANGED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_WRITE_FAILED,
+    InputError,
+    Terminated,
+    TrainingStopped,
+)
 from utils.history import History
 from utils.ids import resolve_groups
 from utils.splits import input_record, make_split, split_summary, write_split_record
-from utils.io import check_writable, save_model, write_json
+from utils.io import InputWatch, OutputWriteError, check_writable, save_model, warn_if_little_space, write_errno, write_json
 
 logger = logging.getLogger(__name__)
+
+# run_manifest.json's "status" of a run that stopped early, by exit code.
+STOP_STATUS = {
+    EXIT_DIVERGED: "diverged",
+    EXIT_WRITE_FAILED: "write_failed",
+    EXIT_INPUT_CHANGED: "input_changed",
+    EXIT_INTERRUPTED: "interrupted",
+    EXIT_TERMINATED: "terminated",
+}
 
 
 @dataclasses.dataclass
@@ -218,12 +236,13 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     set_determinism(cfg.seed)
     from models.cross_attention import parameter_counts
     from utils import resume
-    from utils.callbacks import ResumeCheckpoint
+    from utils.callbacks import InputsUnchanged, ResumeCheckpoint
     from utils.data import make_tf_dataset
     from utils.run_folder import archive_previous_run
     from utils.run_logging import RunLogger
 
     out = cfg.output_dir
+    watch = InputWatch(prep.data.paths)  # sizes and modification times at start
     if prep.resume_state is None:
         archive_previous_run(out, Path(cfg.output))
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +251,7 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     train_batches = EpochBatches(prep.train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed)
     steps = len(train_batches)
     model = build_compiled_model(cfg, prep, steps)
+    warn_if_little_space(out, model)
     train_ds = make_tf_dataset(prep.data, train_batches, epoch=lambda: epoch_from_step_counter(model, steps))
     val_ds = make_tf_dataset(prep.data, EpochBatches(prep.val_idx, cfg.batch_size, shuffle=False, seed=cfg.seed))
     counts = parameter_counts(model)
@@ -243,6 +263,7 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     run_logger.start()
     history: History = {}
     callbacks = make_callbacks(cfg, history, run_log=run_logger.callbacks())
+    callbacks.insert(0, InputsUnchanged(watch, functools.partial(resume_advice, out, "Restore the file and resume with")))
     initial_epoch, restored = 0, None
     if prep.resume_state is not None:
         initial_epoch = resume.restore(model, prep.resume_state, out)
@@ -260,10 +281,10 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     try:
         try:
             _fit(model, train_ds, val_ds, cfg, initial_epoch, callbacks, history)
+            result = _finish_or_stop(cfg, prep, model, history, time.perf_counter() - start)
         except TrainingStopped as exc:
-            status = "interrupted" if exc.exit_code == EXIT_INTERRUPTED else "diverged"
+            status = STOP_STATUS.get(exc.exit_code, "stopped")
             raise
-        result = _finish_run(cfg, prep, model, history, time.perf_counter() - start)
         status = "completed"
         resume.clear(out)
         run_logger.finish(status, result)
@@ -281,7 +302,7 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
 def _fit(
     model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, initial_epoch: int, callbacks: list[Any], history: History
 ) -> None:
-    """``model.fit``; Ctrl-C and a NaN/Inf loss become :class:`TrainingStopped` with their exit codes."""
+    """``model.fit``; Ctrl-C, SIGTERM, a disk error and a NaN/Inf loss become :class:`TrainingStopped`."""
     from utils.console import progress_verbosity
 
     out = cfg.output_dir
@@ -295,13 +316,18 @@ def _fit(
             verbose=progress_verbosity(cfg.verbose),  # no progress bar into a file: one log line per epoch
             shuffle=False,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from utils.resume import resume_command
+
         done = len(history.get("epoch", []))
+        how, code = ("terminated (SIGTERM)", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
         raise TrainingStopped(
-            f"interrupted during epoch {done + 1}; the {done} finished epoch(s), the best checkpoint "
-            f"and the history are saved in {out}. Resume with the same command plus --resume",
-            EXIT_INTERRUPTED,
+            f"{how} during epoch {done + 1}; the {done} finished epoch(s), the best checkpoint "
+            f"and the history are saved in {out}. Resume with: {resume_command()}",
+            code,
         ) from None
+    except OSError as exc:
+        raise write_failure(exc, out) from None
     losses = history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):
         kept = (
@@ -316,6 +342,38 @@ def _fit(
         )
     if not history or "val_loss" not in history:
         raise InputError("training stopped before the first epoch finished")
+
+
+def resume_advice(out: Path, verb: str = "Make room (or lift the limit), then resume with") -> str:
+    """What survives in ``out`` (the last resume state, the best checkpoint) and the command that resumes."""
+    from utils.resume import read_state, resume_command, state_path
+
+    try:
+        state = read_state(out)
+    except InputError:
+        state = None
+    kept = [f"epoch {state['epoch']}'s resume state ({state_path(out)})"] if state else []
+    if (out / C.CHECKPOINT_FILE).is_file():
+        kept.append(f"the best checkpoint ({out / C.CHECKPOINT_FILE})")
+    survived = " and ".join(kept) + " are intact" if kept else f"no epoch finished, so {out} holds no checkpoint"
+    return f"The last good checkpoint: {survived}. {verb}: {resume_command()}"
+
+
+def write_failure(exc: OSError, out: Path) -> BaseException:
+    """A disk error while writing becomes :class:`TrainingStopped` (exit 4) naming the file, cause and way back."""
+    code = write_errno(exc)
+    if code is None:
+        return exc
+    error = exc if isinstance(exc, OutputWriteError) else OutputWriteError(code, exc.filename or f"a file in {out}")
+    return TrainingStopped(f"{error}. {resume_advice(out)}", EXIT_WRITE_FAILED)
+
+
+def _finish_or_stop(cfg: TrainConfig, prep: Prepared, model: Any, history: History, seconds: float) -> TrainResult:
+    """:func:`_finish_run`; a disk error while writing the final files stops with exit 4 (the resume state is kept)."""
+    try:
+        return _finish_run(cfg, prep, model, history, seconds)
+    except OSError as exc:
+        raise write_failure(exc, cfg.output_dir) from None
 
 
 def _finish_run(cfg: TrainConfig, prep: Prepared, model: Any, history: History, seconds: float) -> TrainResult:
