@@ -37,10 +37,12 @@ from utils.data import (
     load_dataset,
     load_labels,
     sha256_file,
-    split_indices,
 )
+from utils.bootstrap import bootstrap_report
 from utils.config import AnalysisConfig  # the settings (one source of the flags)
 from utils.errors import InputError
+from utils.heldout import clips_sharing_training_groups, held_out_rows
+from utils.ids import resolve_groups
 from utils.io import save_npy, write_json, write_text
 from utils.metrics import METRIC_NAMES, StreamingRegressionSums, baseline_predictions, regression_report
 
@@ -138,78 +140,19 @@ def read_training_summary(model_path: str | Path) -> tuple[dict[str, Any] | None
     return summary, path
 
 
-def _same_files_as_training(summary: dict[str, Any], data: Dataset, n: int) -> bool:
-    """Whether the evaluated files are the ones the training run of ``summary`` read."""
-    config = summary.get("config") or {}
-    if summary.get("n_train", 0) + summary.get("n_val", 0) != n:
-        return False
-    for key in ("static_features", "dynamic_features", "labels"):
-        trained_on = config.get(key)
-        if not trained_on or not Path(trained_on).exists():
-            return False
-        if Path(trained_on).resolve() != Path(data.paths[key]).resolve():
-            return False
-    return True
-
-
 def select_indices(
     split: str, n: int, summary: dict[str, Any] | None, summary_path: Path, data: Dataset
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Rows to evaluate and a description of the choice for metrics.json.
+    """Rows to evaluate and a description of the choice for metrics.json (see :mod:`utils.heldout`).
 
-    ``validation``/``train`` rebuild the training run's split from its
-    ``val_split`` and ``seed`` with :func:`utils.data.split_indices`; this is
-    only meaningful on the files the model was trained on, so the sample
-    count must match the run's.
+    "These are the training files" is decided by content (SHA-256 and N
+    against the training run's record), from any folder and for copied
+    files; ``validation``/``train`` take the run's own row files.
     """
     if split not in SPLITS:
         raise InputError(f"expected --split to be one of {SPLITS}, found {split!r}")
-    info: dict[str, Any] = {}
-    if split == "auto":
-        trained_on_these = summary is not None and _same_files_as_training(summary, data, n)
-        split = "validation" if trained_on_these else "all"
-        info["chosen_by"] = (
-            "auto: these are the files the model was trained on, so only its validation split is held out"
-            if trained_on_these
-            else "auto: these are not the training run's files, so every sample is held out"
-        )
-    info["name"] = split
-    if split == "all":
-        info["note"] = (
-            "every sample of the given files; if they are the training files this includes the "
-            "samples the model was trained on (use --split validation for held-out numbers)"
-        )
-        return np.arange(n, dtype=np.int64), info
-    if summary is None:
-        raise InputError(
-            f"--split {split} needs the training run's {C.TRAINING_SUMMARY_FILE} beside the model "
-            "(to rebuild the split), found none",
-            str(summary_path),
-        )
-    config = summary.get("config") or {}
-    try:
-        val_split, seed = float(config["val_split"]), int(config["seed"])
-    except (KeyError, TypeError, ValueError):
-        raise InputError("expected 'config' with 'val_split' and 'seed' in the training summary", str(summary_path)) from None
-    n_train, n_val = summary.get("n_train"), summary.get("n_val")
-    expected_n = n_train + n_val if isinstance(n_train, int) and isinstance(n_val, int) else n
-    if expected_n != n:
-        raise InputError(
-            f"--split {split} rebuilds the training split of N={expected_n} samples, found N={n}: "
-            "evaluate the files the model was trained on, or use --split all",
-            data.paths["labels"],
-        )
-    train_idx, val_idx = split_indices(n, val_split, seed, data.paths["labels"])
-    info.update(val_split=val_split, seed=seed, summary=str(summary_path))
-    for key in ("static_features", "dynamic_features", "labels"):
-        trained_on = config.get(key)
-        if trained_on and Path(trained_on).resolve() != Path(data.paths[key]).resolve():
-            logger.warning(
-                "the training run read %s from %s, this analysis from %s: the split is only "
-                "meaningful if the files are the same", key, trained_on, data.paths[key],
-            )
-            info.setdefault("path_differences", {})[key] = {"training": trained_on, "analysis": data.paths[key]}
-    return (val_idx if split == "validation" else train_idx), info
+    held = held_out_rows(split, data, summary, summary_path)
+    return held.rows, held.info
 
 
 def resolve_baseline(
@@ -424,11 +367,16 @@ def build_report(
     }
 
 
-def predictions_table(indices: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Structured array of :data:`PREDICTION_COLUMNS` (index int64, values float64)."""
-    dtype = [("index", "int64")] + [(name, "float64") for name in PREDICTION_COLUMNS[1:]]
+def predictions_table(
+    indices: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, ids: np.ndarray | None = None
+) -> np.ndarray:
+    """Structured array of :data:`PREDICTION_COLUMNS` (index int64, values float64), with ids an ``id`` column second."""
+    id_field = [] if ids is None else [(C.PREDICTION_ID_COLUMN, str(np.asarray(ids).dtype))]
+    dtype = [("index", "int64"), *id_field] + [(name, "float64") for name in PREDICTION_COLUMNS[1:]]
     table = np.zeros(len(indices), dtype=dtype)
     table["index"] = indices
+    if ids is not None:
+        table[C.PREDICTION_ID_COLUMN] = np.asarray(ids)[indices]
     for j, trait in enumerate(C.TRAITS):
         table[f"true_{trait}"] = y_true[:, j]
         table[f"pred_{trait}"] = y_pred[:, j]
@@ -465,7 +413,7 @@ def write_figures(
             P.plot_trait_scatter(
                 trait, y_true[:, j], y_pred[:, j], report["metrics"]["per_trait"][trait],
                 folder / P.scatter_file(trait), baseline_mean=float(baseline_means[j]),
-                split=report["split"]["name"],
+                split=report["split"]["name"], intervals=report.get("intervals", {}).get("per_trait", {}).get(trait),
             )
         )
     baseline_pred = baseline_predictions(baseline_means, len(y_true))
@@ -493,8 +441,12 @@ def run_analysis(cfg: AnalysisConfig) -> AnalysisResult:
     check_model_path(cfg.model)
     data = load_dataset(cfg.static_features, cfg.dynamic_features, cfg.labels)
     watch = InputWatch(data.paths)  # sizes and modification times, checked before writing
+    ids, groups, _ = resolve_groups(len(data), cfg.ids, cfg.groups, cfg.group_pattern)
     summary, summary_path = read_training_summary(cfg.model)
-    indices, split_info = select_indices(cfg.split, len(data), summary, summary_path, data)
+    if cfg.split not in SPLITS:
+        raise InputError(f"expected --split to be one of {SPLITS}, found {cfg.split!r}")
+    held = held_out_rows(cfg.split, data, summary, summary_path)
+    indices, split_info = held.rows, held.info
     output = Path(cfg.output)
     check_writable(output)
     if cfg.train_labels:
@@ -506,17 +458,30 @@ def run_analysis(cfg: AnalysisConfig) -> AnalysisResult:
     baseline_means, baseline_source = resolve_baseline(cfg, summary, summary_path, y_true)
     attention, mean_maps = attention_summary(model, data, indices, cfg.attention_samples)
     report = build_report(cfg, model, data, split_info, sums, y_true, baseline_means, baseline_source, attention)
+    report["leakage"] = clips_sharing_training_groups(groups, indices, held.train_rows, summary_path.parent)
+    report["intervals"] = bootstrap_report(y_true, y_pred, None if groups is None else groups[indices])
 
     watch.stop_if_changed("the analysis")
 
     # 2. Write.
     output.mkdir(parents=True, exist_ok=True)
-    written = write_predictions(output, predictions_table(indices, y_true, y_pred))
+    written = write_predictions(output, predictions_table(indices, y_true, y_pred, ids))
     written += write_figures(output, y_true, y_pred, report, baseline_means, attention, mean_maps)
     report["figures"] = [p.name for p in written if p.suffix == ".png"]
     write_json(output / METRICS_FILE, report)
     written.insert(0, output / METRICS_FILE)
     return AnalysisResult(report, written)
+
+
+def format_intervals(intervals: dict[str, Any]) -> str:
+    """One console line: the model's 95% bootstrap intervals of the trait-mean headline metrics."""
+    cells = []
+    for key, label in (("r_squared", "R²"), ("ccc", "CCC"), ("mae", "MAE")):
+        low, high = intervals["overall"][key]
+        if low is not None and np.isfinite(low):
+            cells.append(f"{label} [{low:.3f}, {high:.3f}]")
+    unit = "groups" if intervals["resampled_unit"] == "group" else "clips"
+    return f"  model 95% interval ({intervals['n_resamples']} bootstrap resamples of {intervals['n_units']} {unit}): " + ", ".join(cells)
 
 
 def format_summary(result: AnalysisResult) -> str:
@@ -536,6 +501,12 @@ def format_summary(result: AnalysisResult) -> str:
                 f"{v:>{w}.4f}" if v is not None and np.isfinite(v) else f"{'n/a':>{w}s}" for v, w in zip(cells, widths)
             )
         )
+    lines.append(format_intervals(r["intervals"]))
+    if r["split"].get("held_out") in ("unknown", "other files") or r["split"]["held_out"].startswith("no"):
+        lines.append(f"Held out: {r['split']['held_out']}. {r['split'].get('note', '')}".rstrip())
+    shared = r["leakage"].get("evaluated_clips_sharing_a_group_with_train")
+    if shared is not None:
+        lines.append(f"Evaluated clips sharing a group with the training split: {shared} of {r['leakage']['evaluated_clips']}")
     if "skipped" in r["attention"]:
         lines.append(f"Attention: skipped ({r['attention']['skipped']})")
     lines.append(f"Wrote {len(result.written)} file(s):")

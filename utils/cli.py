@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from utils.errors import (
+    EXIT_DIVERGED,
+    EXIT_INPUT_CHANGED,
     EXIT_INPUT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -40,11 +42,67 @@ from utils.errors import (
 )
 
 
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+# What each exit code means, for the epilog of every script's --help.
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    0: "done",
+    EXIT_INPUT_ERROR: "bad input or flag (one line on stderr naming the file; nothing written)",
+    EXIT_DIVERGED: "the loss became NaN or infinite (best checkpoint and history kept)",
+    EXIT_WRITE_FAILED: "an output could not be written (disk full, quota, read-only)",
+    EXIT_INPUT_CHANGED: "an input file changed while the run read it",
+    EXIT_INTERRUPTED: "interrupted with Ctrl-C",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
+}
+COMMON_EXIT_CODES: tuple[int, ...] = (0, EXIT_INPUT_ERROR, EXIT_WRITE_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED)
+TRAINING_EXIT_CODES: tuple[int, ...] = (
+    0, EXIT_INPUT_ERROR, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INPUT_CHANGED, EXIT_INTERRUPTED, EXIT_TERMINATED,
+)
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default said once: none after a switch, none for a None default, a tuple as a plain list.
+
+    A help text that already names its default ("(default: ...)" or
+    "default:") is left as it is; a ``--x/--no-x`` switch says "(default: on)"
+    or "(default: off)" instead of argparse's "(default: True)".
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = (action.help or "").replace(" (default: %(default)s)", "")  # BooleanOptionalAction's own
+        default = action.default
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: {'on' if default else 'off'})"
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or action.nargs == 0  # store_true / store_const / help
+        ):
+            return text
+        shown = ", ".join(map(str, default)) if isinstance(default, (tuple, list)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def help_epilog(example: str | None, exit_codes: Sequence[int] = COMMON_EXIT_CODES) -> str:
+    """The end of ``--help``: an example command and what each exit code means."""
+    parts = [f"example:\n  {example}"] if example else []
+    codes = "\n".join(f"  {code:>3}  {EXIT_CODE_MEANINGS[code]}" for code in exit_codes)
+    parts.append(f"exit codes:\n{codes}")
+    return "\n\n".join(parts)
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr and exit code 2.
+
+    ``--help`` states each default once (:class:`HelpFormatter`) and ends with
+    ``example`` (a command line) and the ``exit_codes`` the script can return.
+    """
+
+    def __init__(
+        self, *args: Any, example: str | None = None, exit_codes: Sequence[int] = COMMON_EXIT_CODES, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("epilog", help_epilog(example, exit_codes))
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -208,9 +266,11 @@ def from_args(cls: type[T], args: argparse.Namespace) -> T:
     return from_flat(cls, vars(args))
 
 
-def settings_parser(prog: str, description: str, cls: type) -> Parser:
-    """A :class:`Parser` whose flags are the fields of ``cls``."""
-    parser = Parser(prog=prog, description=description)
+def settings_parser(
+    prog: str, description: str, cls: type, example: str | None = None, exit_codes: Sequence[int] = COMMON_EXIT_CODES
+) -> Parser:
+    """A :class:`Parser` whose flags are the fields of ``cls`` (``example``/``exit_codes``: the help's epilog)."""
+    parser = Parser(prog=prog, description=description, example=example, exit_codes=exit_codes)
     add_arguments(parser, cls)
     return parser
 
