@@ -33,6 +33,7 @@ from utils.cli import (
     positive_int,
     to_flat,
 )
+from utils.devices import DISTRIBUTE_MODES, PRECISIONS
 from utils.errors import InputError
 
 SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
@@ -126,6 +127,21 @@ class TrainConfig(InputFiles):
         "training steps per graph call: fewer Python round trips, but batch-level logs and the NaN check "
         "then see every k-th step",
         type=positive_int,
+        group=TRAINING,
+    )
+    precision: str = option(
+        "float32",
+        "compute precision (Keras mixed precision; the output layer, loss and metrics stay float32): "
+        "mixed_bfloat16/mixed_float16 pay only on GPUs for wide models and large batches "
+        "(docs/performance.md); mixed_float16 needs a GPU",
+        choices=PRECISIONS,
+        group=TRAINING,
+    )
+    distribute: str = option(
+        "auto",
+        "devices: auto = mirrored when more than one GPU is visible, else none; mirrored = all visible GPUs "
+        "(--batch_size is the global batch, split over them); multi_worker is refused (docs/performance.md)",
+        choices=DISTRIBUTE_MODES,
         group=TRAINING,
     )
     model: ModelConfig = nested(ModelConfig, MODEL)

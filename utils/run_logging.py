@@ -347,6 +347,7 @@ class RunLogger:
                 "parameters": parameter_counts(self.model),
             },
             "devices": _devices(),
+            "execution": getattr(prep, "execution", None),  # precision, replicas, batches (utils.devices)
             "files": {
                 "training_log": TRAINING_LOG_FILE,
                 "epoch_log": EPOCH_LOG_FILE,

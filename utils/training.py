@@ -39,6 +39,7 @@ from utils.errors import (
     Terminated,
     TrainingStopped,
 )
+from utils.devices import ExecutionPlan, check_settings, execution_plan
 from utils.history import History
 from utils.ids import resolve_groups
 from utils.splits import input_record, make_split, split_summary, write_split_record
@@ -65,6 +66,7 @@ class Prepared:
     val_idx: np.ndarray
     train_label_means: np.ndarray
     resume_state: dict[str, Any] | None = None  # set when --resume found a run to continue
+    execution: dict[str, Any] | None = None  # utils.devices.ExecutionPlan.record(), set when the model is built
     split: Any = None  # utils.splits.Split: how the rows were split, and its leakage block
     groups: np.ndarray | None = None  # one group per row, when --ids or --groups gave them
 
@@ -81,6 +83,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         len(data), cfg.val_split, cfg.seed, cfg.split, groups, (cfg.train_rows, cfg.val_rows), source or cfg.labels
     )
     train_idx, val_idx = split.train, split.val
+    check_settings(cfg.precision, cfg.distribute)  # refuses mixed_float16 without a GPU, multi_worker
     check_writable(cfg.output_dir)
     resume_state = None
     if cfg.resume:
@@ -163,7 +166,25 @@ def set_determinism(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def build_compiled_model(cfg: TrainConfig, prep: Prepared, steps_per_epoch: int) -> Any:
+def build_compiled_model(
+    cfg: TrainConfig, prep: Prepared, steps_per_epoch: int, plan: ExecutionPlan | None = None
+) -> Any:
+    """The compiled model, built inside the run's precision policy and distribution scope (``utils.devices``).
+
+    ``plan`` defaults to ``--precision``/``--distribute`` checked against this
+    machine; its record becomes ``prep.execution`` (the manifest's ``execution``).
+    """
+    plan = plan or execution_plan(cfg.precision, cfg.distribute)
+    overrides = plan.compile_overrides()
+    if overrides:
+        logger.info("%d replicas: compiling with %s (utils.devices.ExecutionPlan.compile_overrides)", plan.replicas, overrides)
+        cfg = dataclasses.replace(cfg, **overrides)
+    prep.execution = plan.record(cfg.batch_size, cfg.learning_rate, cfg.jit_compile, cfg.steps_per_execution)
+    with plan.build_scope():
+        return _build_and_compile(cfg, prep, steps_per_epoch)
+
+
+def _build_and_compile(cfg: TrainConfig, prep: Prepared, steps_per_epoch: int) -> Any:
     import keras
 
     from models.cross_attention import build_model
