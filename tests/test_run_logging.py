@@ -113,7 +113,7 @@ def test_manifest_describes_the_run(run):
     m = _json(out / RL.MANIFEST_FILE)
     assert m["status"] == "completed"
     assert _iso(m["started_at"]) <= _iso(m["ended_at"])
-    assert m["seconds"] > 0
+    assert m["logged_seconds"] > 0
     assert m["seed"] == 42 == m["config"]["seed"]
     assert m["config"]["epochs"] == 3 and m["config"]["batch_log_frequency"] == 1
     assert m["config"]["static_features"] == paths["static_features"]
@@ -157,9 +157,16 @@ def test_manifest_git_state_matches_git(run):
     if shutil.which("git") is None or not (REPO / ".git").exists():
         assert git is None
         return
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    assert git["commit"] == head.stdout.strip()
+    def run_git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+
+    # the run's commit is a real commit of this checkout (HEAD may have moved on since the run)
+    assert run_git("merge-base", "--is-ancestor", git["commit"], "HEAD").returncode == 0
     assert isinstance(git["dirty"], bool)
+    # and git_state reads what git says, now
+    now = RL.git_state(REPO)
+    assert now["commit"] == run_git("rev-parse", "HEAD").stdout.strip()
+    assert now["branch"] == run_git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
 
 
 def test_git_state_without_a_checkout_is_none(tmp_path):
@@ -226,7 +233,7 @@ def test_times_increase_and_the_total_covers_the_epochs(run):
     assert timing["status"] == "completed"
     assert timing["epoch_seconds"]["sum"] == pytest.approx(epoch_sum)
     assert timing["total_seconds"] >= timing["fit_seconds"] >= epoch_sum
-    assert timing["total_seconds"] == pytest.approx(_json(out / RL.MANIFEST_FILE)["seconds"])
+    assert timing["total_seconds"] == pytest.approx(_json(out / RL.MANIFEST_FILE)["logged_seconds"])
     assert timing["steps"] == 3 * STEPS
     assert timing["step_seconds"]["count"] == 3 * STEPS - 1  # the first (tracing) step is reported apart
     assert timing["first_step_seconds"] > timing["step_seconds"]["median"]
