@@ -75,7 +75,7 @@ class InputFiles:
 
 @dataclasses.dataclass
 class TrainConfig(InputFiles):
-    """Every setting of a training run (the resolved command line); the inputs are :class:`InputFiles`'."""
+    """Every setting of a training run (the resolved command line); the input flags are :class:`InputFiles`'s."""
 
     output: str = option(
         f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
@@ -197,7 +197,7 @@ class TrainConfig(InputFiles):
 
 @dataclasses.dataclass
 class AnalysisConfig(InputFiles):
-    """The resolved command line of an analysis run; the inputs are :class:`InputFiles`'."""
+    """The resolved command line of an analysis run; the input flags are :class:`InputFiles`'s."""
 
     model: str = option(
         f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
