@@ -208,7 +208,7 @@ def test_validation_split_matches_the_training_run(run, validation):
     assert report["n"] == len(val_idx) and index.tolist() == val_idx.tolist()
     # the same R² as the training run's best validation epoch (the saved model)
     summary = json.loads((run["results"] / C.TRAINING_SUMMARY_FILE).read_text())
-    assert report["metrics"]["overall"]["r_squared"] == pytest.approx(summary["best_validation"]["r_squared"], abs=1e-5)
+    assert report["metrics"]["overall"]["r_squared"] == pytest.approx(summary["best_validation"]["val_r_squared"], abs=1e-5)
     np.testing.assert_allclose(report["metrics"]["overall"]["r_squared"], r2_score(y, p), atol=TOL)
 
 

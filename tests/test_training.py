@@ -76,10 +76,10 @@ def test_final_model_and_checkpoint_load_and_match_sklearn_on_validation(trained
     pred = model.predict(x, verbose=0)
     np.testing.assert_allclose(ckpt.predict(x, verbose=0), pred, atol=1e-6)  # best epoch both
     # the summary's best validation R² is what sklearn computes from the saved model
-    assert summary["best_validation"]["r_squared"] == pytest.approx(r2_score(y, pred), abs=1e-5)
+    assert summary["best_validation"]["val_r_squared"] == pytest.approx(r2_score(y, pred), abs=1e-5)
     per_trait = r2_score(y, pred, multioutput="raw_values")
     for t, value in zip(C.TRAITS, per_trait):
-        assert summary["best_validation"][f"{t}_r_squared"] == pytest.approx(value, abs=1e-5)
+        assert summary["best_validation"][f"val_{t}_r_squared"] == pytest.approx(value, abs=1e-5)
     means = np.asarray(data.labels)[split_indices(len(data), 0.2, seed=42)[0]].mean(0)
     assert list(summary["train_label_means"].values()) == pytest.approx(means.tolist())
 
@@ -96,7 +96,7 @@ def test_tensorboard_has_per_trait_series_for_train_and_validation(trained):
         tags = set(acc.Tags()["tensors"])
         for t in C.TRAITS:
             for stat in C.PER_TRAIT_STATISTICS:
-                tag = f"epoch_{t}_{stat}"
+                tag = f"{stat}/{t}"  # grouped by metric, trait after the slash (utils.tensorboard_tags)
                 assert tag in tags, (run, tag)
                 values = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
                 np.testing.assert_allclose(values, history[f"{prefix}{t}_{stat}"], rtol=1e-5)

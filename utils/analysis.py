@@ -323,6 +323,7 @@ def build_report(
     inputs = {key: _file_entry(path) for key, path in data.paths.items()}
     inputs["static_features"]["shape"] = list(data.static.shape)
     inputs["dynamic_features"]["shape"] = list(data.dynamic.shape)
+    inputs["labels"]["shape"] = list(data.labels.shape)
     if cfg.train_labels:
         inputs["train_labels"] = _file_entry(cfg.train_labels)
     return {

@@ -256,7 +256,7 @@ class RunLogger:
 
     def wandb_config(self) -> dict[str, Any]:
         """Extra entries for the wandb run config: the manifest (the config itself is already there)."""
-        skip = {"config", "status", "ended_at", "seconds", "result", "timing"}
+        skip = {"config", "status", "ended_at", "logged_seconds", "result", "timing"}
         return {k: v for k, v in self.manifest.items() if k not in skip}
 
     def finish(self, status: str, result: Any = None) -> None:
@@ -276,14 +276,16 @@ class RunLogger:
             if self._timer is not None:
                 write_json(self.path(TIMING_FILE), self._timer.summary(status=status, total_seconds=total))
             if self.manifest:
-                self.manifest.update({"status": status, "ended_at": utc_now(), "seconds": total})
+                # from the manifest's start (model built) to the run logs' end (after the final save);
+                # training_summary.json's "training_seconds" counts from before the model build to the end of fit
+                self.manifest.update({"status": status, "ended_at": utc_now(), "logged_seconds": total})
                 if self._writer is not None:
                     self.manifest["epochs_run"] = len(self._writer.epoch_records)
                 if result is not None:
                     self.manifest["result"] = {
                         "best_epoch": result.best_epoch,
                         "epochs_run": len(result.history.get("epoch", [])),
-                        "best_validation": result.best,
+                        "best_validation": {f"val_{k}": v for k, v in result.best.items()},
                         "paths": result.paths,
                     }
                 write_json(self.path(MANIFEST_FILE), self.manifest)
@@ -314,7 +316,7 @@ class RunLogger:
             "status": "running",
             "started_at": utc_now(),
             "ended_at": None,
-            "seconds": None,
+            "logged_seconds": None,
             "seed": cfg.seed,
             "config": cfg.to_dict(),
             "host": {

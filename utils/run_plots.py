@@ -396,12 +396,13 @@ def _best_epoch(logs: RunLogs) -> tuple[int | None, dict[str, float]]:
     epochs = logs.epoch_numbers
     if val and np.isfinite(val).any():
         i = int(np.nanargmin(np.asarray(val, dtype=float)))
-        best = {k[4:]: v[i] for k, v in (logs.history or {}).items() if k.startswith("val_")}
+        best = {k: v[i] for k, v in (logs.history or {}).items() if k.startswith("val_")}
         if not best and logs.epochs:
-            best = {k[4:]: v for k, v in logs.epochs[i].items() if k.startswith("val_") and v is not None}
+            best = {k: v for k, v in logs.epochs[i].items() if k.startswith("val_") and v is not None}
         return int(epochs[i]), best
     if logs.summary:
-        return logs.summary.get("best_epoch"), logs.summary.get("best_validation", {})
+        recorded = logs.summary.get("best_validation", {})  # val_ keys; unprefixed in runs before the rename
+        return logs.summary.get("best_epoch"), {k if k.startswith("val_") else f"val_{k}": v for k, v in recorded.items()}
     return None, {}
 
 
@@ -452,7 +453,7 @@ def manifest_text(logs: RunLogs) -> str:
     lines: list[str] = []
     if m:
         started = str(m.get("started_at", "?")).replace("T", " ")[:19]
-        seconds = m.get("seconds")
+        seconds = m.get("logged_seconds", m.get("seconds"))  # "seconds" in runs before the rename
         lines.append(f"Run: {started} UTC, {m.get('status', '?')}" + (f", {seconds:.1f} s" if seconds else ""))
         git = m.get("git")
         if git:
@@ -489,7 +490,7 @@ def manifest_text(logs: RunLogs) -> str:
         lines.append("No run manifest (run_manifest.json) in this folder")
     best, values = _best_epoch(logs)
     if best is not None:
-        loss, r2 = values.get("loss"), values.get("r_squared")
+        loss, r2 = values.get("val_loss"), values.get("val_r_squared")
         detail = ", ".join(
             part for part in (
                 f"val loss {loss:.4g}" if loss is not None else "",

@@ -425,11 +425,13 @@ def _finish_run(cfg: TrainConfig, prep: Prepared, model: Any, history: History, 
     write_json(out / C.TRAINING_SUMMARY_FILE, {
         "best_epoch": best_epoch,
         "epochs_run": len(history["epoch"]),
-        "best_validation": best,
+        "best_validation": {f"val_{k}": v for k, v in best.items()},  # history keys, as in the epoch logs
         "train_label_means": dict(zip(C.TRAITS, result.train_label_means)),
         "n_train": result.n_train,
         "n_val": result.n_val,
-        "seconds": result.seconds,
+        # model build and every epoch, from run_training's start to the end of fit (not the final save);
+        # run_manifest.json's "logged_seconds" is the run logs' own span
+        "training_seconds": result.seconds,
         **split_summary(prep.split),
         "inputs": input_record(prep.data.paths, len(prep.data)),
         "config": cfg.to_dict(),
