@@ -29,36 +29,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported (utils.console)
 
-from utils import constants as C  # noqa: E402
-from utils.cli import Parser, run_script  # noqa: E402
+from utils.cli import Parser, from_args, run_script, settings_parser  # noqa: E402
+from utils.config import ExportConfig  # noqa: E402
 
 PROG = "export_model.py"
+EXAMPLE = (
+    "python scripts/export_model.py --model results/personality_model_trained.h5 --output results/saved_model/1"
+)
 
 
 def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--model",
-        default=f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}",
-        help="trained model (.h5 or .keras) written by train_personality_model.py",
-    )
-    p.add_argument(
-        "--output",
-        default=f"{C.DEFAULT_RESULTS_DIR}/{C.SAVED_MODEL_DIR}/1",
-        help="SavedModel folder; TensorFlow Serving reads <base>/<version>/, so end it in a version number",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing SavedModel folder (swapped atomically once the new export is checked)",
-    )
-    return p
+    """The flags are the fields of ExportConfig: names, defaults and help."""
+    return settings_parser(PROG, __doc__.split("\n\n")[0], ExportConfig, example=EXAMPLE)
 
 
 def run(args: argparse.Namespace) -> int:
-    from utils.prediction import ExportConfig, format_export_summary, run_export
+    from utils.prediction import check_export_paths, format_export_summary, run_export
 
-    print(format_export_summary(run_export(ExportConfig(**vars(args)))))
+    cfg = from_args(ExportConfig, args)
+    check_export_paths(cfg)  # a missing model or a bad --output answers before TensorFlow starts
+    from utils.console import quiet_tensorflow
+
+    quiet_tensorflow()  # no TensorFlow start-up lines (TF_CPP_MIN_LOG_LEVEL=0 shows them)
+    print(format_export_summary(run_export(cfg)))
     return 0
 
 

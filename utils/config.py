@@ -248,4 +248,59 @@ class VisualizeConfig:
     )
 
 
-__all__ = ["InputFiles", "TrainConfig", "AnalysisConfig", "VisualizeConfig", "SCHEDULES", "WANDB_MODES"]
+@dataclasses.dataclass
+class PredictionConfig:
+    """The resolved command line of ``predict_personality.py`` (no labels)."""
+
+    model: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}", "trained model (.h5 or .keras) written by train_personality_model.py"
+    )
+    static_features: str = option(
+        f"{C.DEFAULT_DATA_DIR}/{C.STATIC_FEATURES_FILE}",
+        "static (appearance) features .npy: (N, D) or (N, T, D), the per-sample shape the model was trained on",
+    )
+    dynamic_features: str = option(
+        f"{C.DEFAULT_DATA_DIR}/{C.DYNAMIC_FEATURES_FILE}",
+        "dynamic (motion) features .npy: (N, D) or (N, T, D), the per-sample shape the model was trained on",
+    )
+    ids: str | None = option(
+        None,
+        "clip names, one per feature row: a text file with one name per line or a .npy of strings "
+        "(without it the id is the row index)",
+    )
+    output: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.PREDICTIONS_CSV}",
+        f"predictions .csv; the .npy and {C.PREDICTIONS_INFO_SUFFIX} of the same stem are written beside it",
+    )
+    batch_size: int = option(64, "clips per prediction batch", type=positive_int)
+    verbose: int = option(
+        1, "progress bar: 0 off, 1 on when the console is a terminal or the input is long", choices=(0, 1)
+    )
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """The resolved command line of ``export_model.py``."""
+
+    model: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.MODEL_FILE}", "trained model (.h5 or .keras) written by train_personality_model.py"
+    )
+    output: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/{C.SAVED_MODEL_DIR}/1",
+        "SavedModel folder; TensorFlow Serving reads <base>/<version>/, so end it in a version number",
+    )
+    overwrite: bool = option(
+        False, "replace an existing SavedModel folder (swapped in once the new export is checked)"
+    )
+
+
+__all__ = [
+    "InputFiles",
+    "TrainConfig",
+    "AnalysisConfig",
+    "VisualizeConfig",
+    "PredictionConfig",
+    "ExportConfig",
+    "SCHEDULES",
+    "WANDB_MODES",
+]

@@ -40,6 +40,7 @@ from utils.analysis import (
     model_input_shapes,
     predict,
 )
+from utils.config import ExportConfig, PredictionConfig
 from utils.data import Dataset, load_dataset, sha256_file
 from utils.errors import InputError
 from utils.io import InputWatch, atomic_path, check_writable
@@ -54,19 +55,6 @@ EXPORT_TOLERANCE = 1e-5
 EXPORT_CHECK_SAMPLES = 8
 EXPORT_INFO_FILE = "export_info.json"  # in the SavedModel's assets.extra/ (TF Serving ignores it)
 PREDICTION_COLUMNS: tuple[str, ...] = (C.PREDICTION_ID_COLUMN, *C.TRAITS)
-
-
-@dataclasses.dataclass
-class PredictionConfig:
-    """The resolved command line of a prediction run."""
-
-    model: str
-    static_features: str
-    dynamic_features: str
-    output: str = f"{C.DEFAULT_RESULTS_DIR}/{C.PREDICTIONS_CSV}"
-    ids: str | None = None
-    batch_size: int = 64
-    verbose: int = 1
 
 
 @dataclasses.dataclass
@@ -203,14 +191,20 @@ def write_prediction_files(
     return [paths[key] for key in writers]
 
 
+def check_prediction_paths(cfg: PredictionConfig) -> dict[str, Path]:
+    """The checks that need no TensorFlow (the script runs them before it starts TensorFlow)."""
+    paths = output_paths(cfg.output)
+    check_model_path(cfg.model)
+    return paths
+
+
 def run_prediction(cfg: PredictionConfig) -> PredictionResult:
     """Validate, predict in batches from the memory-mapped files, then write the three files."""
     from utils.ids import read_ids
 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     # 1. Validate everything and compute; nothing is written in this phase.
-    paths = output_paths(cfg.output)
-    check_model_path(cfg.model)
+    paths = check_prediction_paths(cfg)
     data = load_dataset(cfg.static_features, cfg.dynamic_features, None)
     ids = read_ids(cfg.ids, len(data)) if cfg.ids else None
     watch = InputWatch(
@@ -245,15 +239,6 @@ def format_prediction_summary(result: PredictionResult) -> str:
 
 
 # ----------------------------------------------------------------- export
-
-
-@dataclasses.dataclass
-class ExportConfig:
-    """The resolved command line of an export."""
-
-    model: str
-    output: str = f"{C.DEFAULT_RESULTS_DIR}/{C.SAVED_MODEL_DIR}/1"
-    overwrite: bool = False
 
 
 def check_export_target(output: str | Path, overwrite: bool) -> Path:
@@ -311,10 +296,15 @@ def _replace_folder(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_export_paths(cfg: ExportConfig) -> Path:
+    """The checks that need no TensorFlow (the script runs them before it starts TensorFlow)."""
+    check_model_path(cfg.model)
+    return check_export_target(cfg.output, cfg.overwrite)
+
+
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Load the Keras model, write a SavedModel with a named serving signature, check it, move it into place."""
-    check_model_path(cfg.model)
-    target = check_export_target(cfg.output, cfg.overwrite)
+    target = check_export_paths(cfg)
     import keras  # after the checks: a bad flag answers without starting TensorFlow
 
     model = load_trained_model(cfg.model)
@@ -371,9 +361,7 @@ def format_export_summary(info: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "PredictionConfig",
     "PredictionResult",
-    "ExportConfig",
     "run_prediction",
     "run_export",
     "format_prediction_summary",
