@@ -99,7 +99,7 @@ def test_pooled_query_attention_depends_on_the_static_cue_and_on_content_only_wi
     model = build_model(ModelConfig(fusion="pooled_query", attention_keys=keys, **SMALL), s.shape[1:], d.shape[1:])
     for w in model.get_layer("fusion").weights:  # sharpen the maps, as a trained model would
         if "query" in w.path or "key" in w.path:
-            w.assign(w.numpy() * 10)
+            w.assign(w.numpy() * 3)
     scores = attention_scores(model, s, d)["static_to_dynamic_0"]
     assert scores.shape == (8, 2, 1, 4)  # (batch, heads, one pooled query, dynamic segments)
     np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
