@@ -292,3 +292,30 @@ def test_network_job_is_a_training_run_with_disjoint_rows(people, tmp_path):
         assert [int(r["row"]) for r in predictions] == test.tolist()
     summary = json.loads((out / C.CV_SUMMARY_FILE).read_text(encoding="utf-8"))
     assert summary["comparisons"]["reference"] == "concat"
+
+
+def test_interruption_inside_a_job_stops_the_run_and_keeps_finished_jobs(people, tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM inside model.fit arrives as TrainingStopped(130/143): stop, not "job failed, next"."""
+    from utils.cv import experiment
+    from utils.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TrainingStopped
+
+    real_run_job = experiment.run_job
+    for code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        cfg = experiment.ExperimentConfig(
+            static_features=str(people["static_features"]), dynamic_features=str(people["dynamic_features"]),
+            labels=str(people["labels"]), output=str(tmp_path / f"exp{code}"), variants=("mean",), folds=3,
+        )
+        exp = experiment.prepare_experiment(cfg)
+        calls = []
+
+        def fake(ctx, job, data, code=code, calls=calls):
+            calls.append(job)
+            if len(calls) == 2:
+                raise TrainingStopped("interrupted during epoch 1", code)
+            return real_run_job(ctx, job, data)
+
+        monkeypatch.setattr(experiment, "run_job", fake)
+        with pytest.raises(TrainingStopped) as info:
+            experiment.run_jobs(exp, exp.jobs)
+        assert info.value.exit_code == EXIT_INTERRUPTED and len(calls) == 2  # the third job never started
+        assert [j.finished(cfg.output) for j in exp.jobs] == [True, False, False]

@@ -29,7 +29,7 @@ from utils.cv.jobs import Job, JobContext, job_list, run_job
 from utils.cv.settings import GROUPINGS, VARIANTS
 from utils.cv.summary import build_summary, result_rows, results_csv
 from utils.data import Dataset, load_dataset
-from utils.errors import EXIT_INTERRUPTED, InputError, TrainingStopped
+from utils.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, InputError, TrainingStopped
 from utils.ids import clips_sharing_a_group, resolve_groups
 from utils.io import check_writable, write_json, write_text
 
@@ -218,7 +218,12 @@ def _run_local(exp: Experiment, todo: list[Job]) -> list[Job]:
         logger.info("[%d/%d] %s", n, len(todo), job)
         try:
             logger.info(_job_line(job, run_job(exp.ctx, job, exp.data)))
-        except (TrainingStopped, InputError) as exc:
+        except TrainingStopped as exc:
+            if exc.exit_code in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # Ctrl-C/SIGTERM inside model.fit
+                raise KeyboardInterrupt from None
+            logger.error("job %s failed: %s", job, exc)
+            failed.append(job)
+        except InputError as exc:
             logger.error("job %s failed: %s", job, exc)
             failed.append(job)
     return failed
