@@ -73,7 +73,7 @@ def pooled_ridge_kernel(
     std = features.std(axis=0)
     std[std < 1e-12] = 1.0
     model = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True).fit((features - center) / std, y)
-    coef = (np.asarray(model.coef_).T / std[:, None])  # (features, 5) in pooled-feature units
+    coef = np.asarray(model.coef_).T / std[:, None]  # (features, 5) in pooled-feature units
     p = np.clip(y.mean(axis=0), 1e-3, 1 - 1e-3)
     logger.debug("ridge warm start: alphas %s", np.asarray(model.alpha_).tolist())
     return coef / (p * (1.0 - p))[None, :]

@@ -50,35 +50,67 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     fit = FitSettings()
     parser = Parser(prog="capability_suite.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="results/capability", help="folder of results.jsonl, summary and figure")
-    parser.add_argument("--sets", nargs="+", choices=tuple(SUITE_SETS), default=list(SUITE_SETS), help="planted-signal sets")
-    parser.add_argument("--sizes", nargs="+", type=positive_int, default=[2000, 6000], help="training sizes N")
-    parser.add_argument("--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2], help="seeds (data and initialization)")
     parser.add_argument(
-        "--variants", nargs="+", choices=(*FUSION_MODES, *BASELINES), default=list(DEFAULT_VARIANTS),
+        "--output_dir", default="results/capability", help="folder of results.jsonl, summary and figure"
+    )
+    parser.add_argument(
+        "--sets", nargs="+", choices=tuple(SUITE_SETS), default=list(SUITE_SETS), help="planted-signal sets"
+    )
+    parser.add_argument(
+        "--sizes", nargs="+", type=positive_int, default=[2000, 6000], help="training sizes N"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2], help="seeds (data and initialization)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=(*FUSION_MODES, *BASELINES),
+        default=list(DEFAULT_VARIANTS),
         help="fusion modes to train, plus ridge and the noise ceiling",
     )
     parser.add_argument(
-        "--noise_fraction", type=float, default=None,
+        "--noise_fraction",
+        type=float,
+        default=None,
         help="label noise share of every set (None: each set's own, see utils.capability.SUITE_SETS)",
     )
-    parser.add_argument("--n_test", type=positive_int, default=2000, help="held-out test clips per set and seed")
-    parser.add_argument("--batch_size", type=positive_int, default=fit.batch_size, help="training batch size")
-    parser.add_argument("--learning_rate", type=positive_float, default=fit.learning_rate, help="AdamW learning rate")
-    parser.add_argument("--weight_decay", type=float, default=fit.weight_decay, help="AdamW weight decay")
-    parser.add_argument("--patience", type=positive_int, default=fit.patience, help="early stopping patience (epochs)")
-    parser.add_argument("--max_epochs", type=positive_int, default=fit.max_epochs, help="epoch cap")
-    parser.add_argument("--no_jit", action="store_true", help="compile without XLA (faster for tiny test runs)")
     parser.add_argument(
-        "--model", nargs="+", default=[], metavar="FIELD=VALUE",
+        "--n_test", type=positive_int, default=2000, help="held-out test clips per set and seed"
+    )
+    parser.add_argument("--batch_size", type=positive_int, default=fit.batch_size, help="training batch size")
+    parser.add_argument(
+        "--learning_rate", type=positive_float, default=fit.learning_rate, help="AdamW learning rate"
+    )
+    parser.add_argument("--weight_decay", type=float, default=fit.weight_decay, help="AdamW weight decay")
+    parser.add_argument(
+        "--patience", type=positive_int, default=fit.patience, help="early stopping patience (epochs)"
+    )
+    parser.add_argument("--max_epochs", type=positive_int, default=fit.max_epochs, help="epoch cap")
+    parser.add_argument(
+        "--no_jit", action="store_true", help="compile without XLA (faster for tiny test runs)"
+    )
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
         help="ModelConfig overrides for every network variant, e.g. head_skip=false bilinear_rank=16 "
         "(default: the ModelConfig defaults, i.e. what train_personality_model.py builds)",
     )
-    parser.add_argument("--default_variant", default="pooled_query", help="the variant the differences are about")
-    parser.add_argument("--markdown", default=None, help="markdown file whose suite section receives the table")
-    parser.add_argument("--section", default="main", help="name of that section (several suites can share a file)")
+    parser.add_argument(
+        "--default_variant", default="pooled_query", help="the variant the differences are about"
+    )
+    parser.add_argument(
+        "--markdown", default=None, help="markdown file whose suite section receives the table"
+    )
+    parser.add_argument(
+        "--section", default="main", help="name of that section (several suites can share a file)"
+    )
     parser.add_argument("--figure", default=None, help=f"figure path (None: <output_dir>/{FIGURE_FILE})")
-    parser.add_argument("--report_only", action="store_true", help="only summarize the rows already in output_dir")
+    parser.add_argument(
+        "--report_only", action="store_true", help="only summarize the rows already in output_dir"
+    )
     return parser
 
 
@@ -91,7 +123,9 @@ def model_overrides(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or name not in fields:
-            raise InputError(f"expected --model FIELD=VALUE with FIELD one of {sorted(fields)}, found {item!r}")
+            raise InputError(
+                f"expected --model FIELD=VALUE with FIELD one of {sorted(fields)}, found {item!r}"
+            )
         default = fields[name].default
         try:
             if isinstance(default, bool):
@@ -101,7 +135,9 @@ def model_overrides(items: Sequence[str]) -> dict[str, Any]:
             else:
                 out[name] = type(default)(text)
         except ValueError:
-            raise InputError(f"expected a {type(default).__name__} for --model {name}, found {text!r}") from None
+            raise InputError(
+                f"expected a {type(default).__name__} for --model {name}, found {text!r}"
+            ) from None
     try:
         ModelConfig(**out)
     except ValueError as exc:
@@ -122,8 +158,13 @@ def plan_from_args(args: argparse.Namespace) -> SuitePlan:
     )
     try:
         return SuitePlan(
-            sets=tuple(args.sets), sizes=tuple(sorted(set(args.sizes))), seeds=tuple(args.seeds),
-            variants=tuple(args.variants), n_test=args.n_test, fit=fit, model_overrides=overrides,
+            sets=tuple(args.sets),
+            sizes=tuple(sorted(set(args.sizes))),
+            seeds=tuple(args.seeds),
+            variants=tuple(args.variants),
+            n_test=args.n_test,
+            fit=fit,
+            model_overrides=overrides,
             noise_fraction=args.noise_fraction,
         )
     except ValueError as exc:

@@ -33,7 +33,15 @@ def quick_suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     markdown = root / "accuracy.md"
     markdown.write_text("# Accuracy\n\nText before.\n", encoding="utf-8")
     paths = {"out": root / "out", "markdown": markdown, "figure": root / "curves.png"}
-    argv = ["--output_dir", str(paths["out"]), *QUICK, "--markdown", str(markdown), "--figure", str(paths["figure"])]
+    argv = [
+        "--output_dir",
+        str(paths["out"]),
+        *QUICK,
+        "--markdown",
+        str(markdown),
+        "--figure",
+        str(paths["figure"]),
+    ]
     assert main(argv) == 0
     paths["argv"] = argv  # type: ignore[assignment]
     return paths
@@ -66,7 +74,9 @@ def test_ceiling_rows_are_the_bayes_predictor_on_the_held_out_clips(quick_suite)
     for r in rows:
         if r["variant"] == "ridge":
             ceiling = next(
-                c for c in rows if (c["set"], c["n"], c["seed"], c["variant"]) == (r["set"], r["n"], r["seed"], "ceiling")
+                c
+                for c in rows
+                if (c["set"], c["n"], c["seed"], c["variant"]) == (r["set"], r["n"], r["seed"], "ceiling")
             )
             assert ceiling["r2"]["mean"] > r["r2"]["mean"] + 0.15
 
@@ -75,7 +85,11 @@ def test_summary_intervals_and_paired_differences_match_scipy(quick_suite) -> No
     rows = read_rows(quick_suite["out"] / "results.jsonl")
     summary = json.loads((quick_suite["out"] / "summary.json").read_text(encoding="utf-8"))
     entry = summary["cue_segment/300"]
-    by = {(r["variant"], r["seed"]): r["r2"]["mean"] for r in rows if r["set"] == "cue_segment" and r["n"] == 300}
+    by = {
+        (r["variant"], r["seed"]): r["r2"]["mean"]
+        for r in rows
+        if r["set"] == "cue_segment" and r["n"] == 300
+    }
     values = [by[("pooled_query", 0)], by[("pooled_query", 1)]]
     low, high = stats.t.interval(0.95, 1, loc=np.mean(values), scale=stats.sem(values))
     assert entry["variants"]["pooled_query"]["mean"] == pytest.approx(np.mean(values))
@@ -135,7 +149,17 @@ def test_default_model_learns_a_low_noise_pooled_set(tmp_path: Path) -> None:
     """Robust, failable learning check: with little noise the default model beats the mean predictor."""
     out = tmp_path / "learn"
     argv = ["--output_dir", str(out), "--sets", "pooled", "--sizes", "600", "--seeds", "0", "--n_test", "300"]
-    argv += ["--variants", "pooled_query", "ridge", "--max_epochs", "30", "--patience", "5", "--noise_fraction", "0.1"]
+    argv += [
+        "--variants",
+        "pooled_query",
+        "ridge",
+        "--max_epochs",
+        "30",
+        "--patience",
+        "5",
+        "--noise_fraction",
+        "0.1",
+    ]
     argv += ["--no_jit"]
     assert main(argv) == 0
     rows = {r["variant"]: r["r2"]["mean"] for r in read_rows(out / "results.jsonl")}

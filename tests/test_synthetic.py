@@ -13,10 +13,10 @@ from scripts.generate_sample_data import main
 from utils.constants import DYNAMIC_FEATURES_FILE, LABELS_FILE, NUM_TRAITS, STATIC_FEATURES_FILE, TRAITS
 from utils.synthetic import (
     BLOCK_SIZE,
-    INTERACTION_KINDS,
     FIRST_IMPRESSIONS_CORRELATION,
     FIRST_IMPRESSIONS_MEANS,
     FIRST_IMPRESSIONS_STDS,
+    INTERACTION_KINDS,
     SyntheticData,
     SyntheticSpec,
     generate,

@@ -51,6 +51,15 @@ SUITE_SETS: dict[str, dict[str, Any]] = {
     # directions to find, so the structure is learnable from thousands of clips
     "product_small": {"interaction": "product", **SMALL_SHAPES},
     "cue_segment_small": {"interaction": "cue_segment", **SMALL_SHAPES},
+    # data_sample/'s design: small shapes, 60% cue-selected segment, 20% noise
+    "cue_segment_sample": {
+        "interaction": "cue_segment",
+        "static_fraction": 0.2,
+        "dynamic_fraction": 0.2,
+        "interaction_fraction": 0.6,
+        "noise_fraction": 0.2,
+        **SMALL_SHAPES,
+    },
 }
 SET_DESCRIPTIONS: dict[str, str] = {
     "pooled": "pooled parts only (linear + centred square of each pooled stream)",
@@ -59,6 +68,7 @@ SET_DESCRIPTIONS: dict[str, str] = {
     "attention": "pooled parts + 40% third-order content attention (the seed's generator)",
     "product_small": "as product, with static 8 x 24 and dynamic 8 x 24 tokens",
     "cue_segment_small": "as cue_segment, with static 8 x 24 and dynamic 8 x 24 tokens",
+    "cue_segment_sample": "data_sample/'s design: small shapes, 20/20% pooled parts, 60% cue-selected segment, noise 0.2",
 }
 # ridge: fitted on all N training clips; ridge_train: on the same 80% the networks train on.
 BASELINES: tuple[str, ...] = ("ridge", "ridge_train", "ceiling")
@@ -200,7 +210,12 @@ def _append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def _evaluate(
-    variant: str, data: SyntheticData, train_rows: np.ndarray, test_rows: np.ndarray, seed: int, plan: SuitePlan
+    variant: str,
+    data: SyntheticData,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    seed: int,
+    plan: SuitePlan,
 ) -> dict[str, Any]:
     if variant == "ceiling":
         return {"r2": noise_ceiling(data.labels[test_rows], data.signal[test_rows])}
@@ -210,7 +225,9 @@ def _evaluate(
         from utils.data import split_indices
 
         inner_train, _ = split_indices(len(train_rows), plan.fit.val_fraction, seed)
-        return {"r2": ridge_baseline(data.static, data.dynamic, data.labels, train_rows[inner_train], test_rows)}
+        return {
+            "r2": ridge_baseline(data.static, data.dynamic, data.labels, train_rows[inner_train], test_rows)
+        }
     return fit_network(variant, data, train_rows, test_rows, seed, plan.fit, plan.model_overrides)
 
 
@@ -222,9 +239,7 @@ def run_suite(plan: SuitePlan, output_dir: str | Path) -> list[dict[str, Any]]:
     for name in plan.sets:
         for seed in plan.seeds:
             done = {_row_key(r) for r in read_rows(path)}  # re-read: several suites may share the folder
-            todo = [
-                (n, v) for n in plan.sizes for v in plan.variants if (name, n, seed, v) not in done
-            ]
+            todo = [(n, v) for n in plan.sizes for v in plan.variants if (name, n, seed, v) not in done]
             if not todo:
                 continue
             data = generate(suite_spec(name, max(plan.sizes) + plan.n_test, seed, plan.noise_fraction))
@@ -250,18 +265,24 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
 
 
 def summarize(
-    rows: Iterable[dict[str, Any]], default: str = "pooled_query", baselines: Sequence[str] = ("ridge", "concat")
+    rows: Iterable[dict[str, Any]],
+    default: str = "pooled_query",
+    baselines: Sequence[str] = ("ridge", "concat"),
 ) -> dict[str, Any]:
     """Per (set, N): each variant's mean test R² with a 95% t interval over seeds, and the
     paired differences ``default - baseline`` (and ``default - max(baselines)``) over seeds."""
     table: dict[tuple[str, int], dict[str, dict[int, float]]] = {}
     for r in rows:
-        table.setdefault((r["set"], int(r["n"])), {}).setdefault(r["variant"], {})[int(r["seed"])] = r["r2"]["mean"]
+        table.setdefault((r["set"], int(r["n"])), {}).setdefault(r["variant"], {})[int(r["seed"])] = r["r2"][
+            "mean"
+        ]
     summary: dict[str, Any] = {}
     for (name, n), by_variant in sorted(table.items()):
         entry: dict[str, Any] = {"variants": {}, "differences": {}}
         for variant, by_seed in by_variant.items():
-            entry["variants"][variant] = dict(zip(("mean", "low", "high"), t_interval(list(by_seed.values()))))
+            entry["variants"][variant] = dict(
+                zip(("mean", "low", "high"), t_interval(list(by_seed.values())))
+            )
             entry["variants"][variant]["seeds"] = len(by_seed)
         present = [b for b in baselines if b in by_variant]
         if default in by_variant and present:
@@ -280,12 +301,15 @@ def summarize(
 # ---------------------------------------------------------------------------
 # Reporting: markdown table, learning-curve figure
 
+
 def section_markers(name: str = "main") -> tuple[str, str]:
     """The comment lines around the suite section ``name`` of a markdown file."""
     return (
         f"<!-- capability-suite:{name}:begin (written by scripts/capability_suite.py) -->",
         f"<!-- capability-suite:{name}:end -->",
     )
+
+
 VARIANT_LABELS: dict[str, str] = {
     "pooled_query": "pooled-query attention (default)",
     "cross_attention": "bidirectional token cross-attention",
@@ -415,7 +439,15 @@ def plot_learning_curves(summary: dict[str, Any], path: Path) -> Path:
             high = np.array([s["high"] if s else np.nan for s in stats])
             err = np.nan_to_num(np.vstack([mean - low, high - mean]))
             style = {"ls": "--"} if v == "ceiling" else {"marker": "o"}
-            ax.errorbar(sizes, mean, yerr=err, capsize=3, color=VARIANT_COLORS.get(v), label=VARIANT_LABELS.get(v, v), **style)
+            ax.errorbar(
+                sizes,
+                mean,
+                yerr=err,
+                capsize=3,
+                color=VARIANT_COLORS.get(v),
+                label=VARIANT_LABELS.get(v, v),
+                **style,
+            )
         ax.set_xscale("log")
         ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
         ax.minorticks_off()
