@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 DOC_PATH = REPO / "docs" / "performance.md"
 SCHEMA = "toolkit-benchmark/1"
-MEASURES = ("overhead", "growth", "out_of_core", "accuracy", "help", "prediction")
+MEASURES = ("end_to_end", "overhead", "growth", "out_of_core", "accuracy", "help", "prediction")
 HELP_SCRIPTS = (
     "train_personality_model.py",
     "visualize_training_metrics.py",
@@ -67,6 +67,11 @@ class BenchConfig:
     overhead_epochs: int = 4
     overhead_variants: tuple[str, ...] = ("toolkit", "bare")
     batch_size: int = 16
+    # end to end (issue 13): whole processes, training script vs plain Keras
+    e2e_n: int = 4000
+    e2e_epochs: tuple[int, int] = (2, 6)
+    e2e_batch_size: int = 32
+    e2e_variants: tuple[str, ...] = ("toolkit", "plain", "plain_like")
     # growth
     growth_n: int = 500
     growth_epochs: int = 4
@@ -157,7 +162,7 @@ class Bench:
         self._own_workdir = cfg.workdir is None
         self.workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="toolkit-bench-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._count = 0
+        self.count = 0
 
     def cleanup(self) -> None:
         """Delete what this benchmark wrote (unless ``--keep``)."""
@@ -192,8 +197,8 @@ class Bench:
 
     def worker(self, spec: dict[str, Any], label: str) -> dict[str, Any]:
         """Run one worker subprocess; return its result (raise with the log tail on failure)."""
-        self._count += 1
-        run_dir = self.workdir / "runs" / f"{self._count:03d}-{label}"
+        self.count += 1
+        run_dir = self.workdir / "runs" / f"{self.count:03d}-{label}"
         run_dir.mkdir(parents=True, exist_ok=True)
         spec = {"out_dir": str(run_dir / "out"), **spec}
         spec_path, result_path, log_path = run_dir / "spec.json", run_dir / "result.json", run_dir / "log.txt"
@@ -482,7 +487,14 @@ def measure_prediction(bench: Bench) -> dict[str, Any]:
     }
 
 
+def measure_end_to_end(bench: Bench) -> dict[str, Any]:
+    from benchmarks.end_to_end import measure_end_to_end as measure
+
+    return measure(bench)
+
+
 MEASURE_FUNCS: dict[str, Callable[[Bench], dict[str, Any]]] = {
+    "end_to_end": measure_end_to_end,
     "overhead": measure_overhead,
     "growth": measure_growth,
     "out_of_core": measure_out_of_core,
@@ -496,6 +508,12 @@ def goals_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per goal: measure, value, goal, met."""
     rows: list[dict[str, Any]] = []
     m = results["measures"]
+    if "end_to_end" in m:
+        e = m["end_to_end"]
+        r = e["wall"]["ratios"].get(e["headline"], {})
+        for key, label in (("end_to_end", "end to end"), ("per_epoch", "per epoch")):
+            rows.append({"measure": f"{label}: training script / plain Keras script", "value": r.get(key, math.nan),
+                         "goal": f"<= {e['goal'][key]:.2f}", "met": bool(0 < r.get(key, math.inf) <= e["goal"][key])})
     if "overhead" in m:
         rows.append({"measure": "overhead: toolkit / bare epoch time", "value": m["overhead"]["ratio"],
                      "goal": "<= 1.10", "met": m["overhead"]["met"]})
@@ -586,6 +604,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {g['measure']} | {_f(g['value'])} | {g['goal']} | {_yes(g['met'])} |" for g in results["goals"]]
+    if "end_to_end" in m:
+        from benchmarks.end_to_end import render
+
+        lines += render(m["end_to_end"], results["config"]["reps"])
     if "overhead" in m:
         o = m["overhead"]
         lines += ["", f"**Overhead** (N={o['n_samples']}, batch {o['batch_size']}, {o['steady_epochs']}; "

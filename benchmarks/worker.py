@@ -366,7 +366,26 @@ def task_predict(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-TASKS = {"fit": task_fit, "epoch": task_epoch, "accuracy": task_accuracy, "predict": task_predict}
+def task_save_model(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build the training script's model for the data (default settings) and save it untrained."""
+    from utils import training
+    from utils.data import EpochBatches
+    from utils.io import save_model
+
+    data_dir = Path(spec["data_dir"])
+    cfg = training.TrainConfig.from_dict(dict(
+        {k: str(data_dir / f"{k}.npy") for k in ("static_features", "dynamic_features", "labels")},
+        output=str(Path(spec["out_dir"]) / "model.h5"), batch_size=spec["batch_size"], seed=spec["seed"],
+    ))
+    prep = training.prepare(cfg)
+    training.set_determinism(cfg.seed)
+    steps = len(EpochBatches(prep.train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed))
+    model = training.build_compiled_model(cfg, prep, steps)
+    save_model(model, spec["save_model"])
+    return {"model": spec["save_model"], "parameters": int(model.count_params())}
+
+
+TASKS = {"save_model": task_save_model, "fit": task_fit, "epoch": task_epoch, "accuracy": task_accuracy, "predict": task_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

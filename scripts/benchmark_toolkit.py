@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is impor
 from utils.cli import Parser, parse, positive_int  # noqa: E402
 
 PROG = "benchmark_toolkit.py"
-MEASURES = ("overhead", "growth", "out_of_core", "accuracy", "help", "prediction")  # benchmarks.runner.MEASURES
+MEASURES = ("end_to_end", "overhead", "growth", "out_of_core", "accuracy", "help", "prediction")  # benchmarks.runner.MEASURES
 
 
 def measure_list(text: str) -> tuple[str, ...]:
@@ -35,6 +35,16 @@ def measure_list(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {', '.join(MEASURES)}, found {text!r}")
     return names
+
+
+def epoch_pair(text: str) -> tuple[int, int]:
+    try:
+        short, long = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two epoch counts 'short,long', found {text!r}") from None
+    if not 0 < short < long:
+        raise argparse.ArgumentTypeError(f"expected 0 < short < long, found {text!r}")
+    return short, long
 
 
 def build_parser() -> Parser:
@@ -53,6 +63,12 @@ def build_parser() -> Parser:
                    help="comma list of toolkit, bare, and either with '+jit', '+nojit', '+spe<k>' or '+jit,spe<k>' "
                    "(quote it: 'toolkit,bare,toolkit+jit;spe8' uses ';' inside a variant); without options "
                    "the toolkit runs with TrainConfig's defaults, bare with plain Keras")
+    p.add_argument("--e2e_n", type=positive_int, default=None, help="clips of the end-to-end data set (default 4000)")
+    p.add_argument("--e2e_epochs", type=epoch_pair, default=None,
+                   help="short,long epochs of the end-to-end runs (default 2,6): per epoch = (T(long)-T(short))/(long-short)")
+    p.add_argument("--e2e_variants", default=None,
+                   help="comma list of toolkit, plain, plain_like; toolkit+FLAGS passes training-script flags "
+                   "(e.g. 'toolkit+--no-jit_compile')")
     p.add_argument("--growth_n", type=positive_int, default=None, help="N of the cost-growth series N, 2N, 4N")
     p.add_argument("--ooc_n", type=positive_int, default=None, help="samples of the out-of-core files (50000: 8.3 GB)")
     p.add_argument("--ooc_max_steps", type=int, default=None, help="cap the out-of-core epoch at k steps (0: full)")
@@ -72,12 +88,15 @@ def make_config(args: argparse.Namespace) -> object:
         cfg.ooc_n, cfg.ooc_reference_n, cfg.accuracy_n, cfg.accuracy_test_n = 3000, 600, 800, 400
         cfg.accuracy_train = {"epochs": 3, "batch_size": 32, "patience": 3}
         cfg.help_reps, cfg.predict_n = 1, 256
-    for field in ("reps", "overhead_n", "growth_n", "ooc_n", "ooc_max_steps", "accuracy_n"):
+        cfg.e2e_n, cfg.e2e_epochs = 400, (1, 2)
+    for field in ("reps", "overhead_n", "growth_n", "ooc_n", "ooc_max_steps", "accuracy_n", "e2e_n", "e2e_epochs"):
         value = getattr(args, field)
         if value is not None:
             setattr(cfg, field, value)
     if args.accuracy_epochs is not None:
         cfg.accuracy_train = {**cfg.accuracy_train, "epochs": args.accuracy_epochs}
+    if args.e2e_variants:
+        cfg.e2e_variants = tuple(v.strip() for v in args.e2e_variants.split(",") if v.strip())
     if args.overhead_variants:
         cfg.overhead_variants = tuple(v.strip().replace(";", ",") for v in args.overhead_variants.split(",") if v.strip())
     return cfg

@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "benchmark_toolkit.py"
 
@@ -83,3 +86,21 @@ def test_markdown_section_renders_and_replaces(tmp_path: Path) -> None:
     text = doc.read_text()
     assert text.count(DOC_BEGIN) == 1 and text.count(DOC_END) == 1
     assert "prose before" in text and "`a.py` 0.10 s" in text
+
+
+def test_end_to_end_ratios_are_per_epoch_differences_and_long_run_totals() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.end_to_end import ratio_table
+
+    rng = np.random.default_rng(0)
+    t = {v: {e: rng.uniform(10, 60, size=3) for e in (2, 6)} for v in ("toolkit", "plain", "plain_like")}
+    runs = {v: {e: [{"seconds": float(x)} for x in xs] for e, xs in r.items()} for v, r in t.items()}
+    table = ratio_table(runs, 2, 6)
+    per_epoch = {v: np.median((t[v][6] - t[v][2]) / 4) for v in t}
+    for ref in ("plain", "plain_like"):
+        r = table["ratios"][f"toolkit/{ref}"]
+        assert r["per_epoch"] == pytest.approx(per_epoch["toolkit"] / per_epoch[ref])
+        assert r["end_to_end"] == pytest.approx(np.median(t["toolkit"][6]) / np.median(t[ref][6]))
+        np.testing.assert_allclose(r["end_to_end_rounds"], t["toolkit"][6] / t[ref][6])
+        np.testing.assert_allclose(r["per_epoch_rounds"], (t["toolkit"][6] - t["toolkit"][2]) / (t[ref][6] - t[ref][2]))
+    assert set(table["ratios"]) == {"toolkit/plain", "toolkit/plain_like"}

@@ -33,7 +33,7 @@ from utils.cli import (
     positive_int,
     to_flat,
 )
-from utils.devices import DISTRIBUTE_MODES, PRECISIONS
+from utils.devices import DISTRIBUTE_MODES, JIT_MIN_STEPS, PRECISIONS
 from utils.errors import InputError
 
 SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
@@ -120,7 +120,15 @@ class TrainConfig(InputFiles):
     min_lr: float = option(1e-6, "lower bound of the learning rate", type=positive_float, group=TRAINING)
     # execution (measured in docs/performance.md)
     jit_compile: bool = option(
-        True, "compile the training step with XLA (--no-jit_compile: off)", group=TRAINING
+        True, "compile the training step with XLA for runs of at least --jit_min_steps steps "
+        "(--no-jit_compile: never)", group=TRAINING
+    )
+    jit_min_steps: int = option(
+        JIT_MIN_STEPS,
+        "XLA only when the run has at least this many training steps (--epochs x steps per epoch): "
+        "compiling costs seconds that a shorter run does not earn back (docs/performance.md); 0: always",
+        type=non_negative_int,
+        group=TRAINING,
     )
     steps_per_execution: int = option(
         8,

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS: tuple[str, ...] = ("float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTE_MODES: tuple[str, ...] = ("auto", "none", "mirrored", "multi_worker")
+# Training steps from which XLA compilation pays for itself (break-even measured in docs/performance.md).
+JIT_MIN_STEPS = 2000
 BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
 MULTI_WORKER_REFUSAL = (
@@ -61,6 +63,15 @@ MULTI_WORKER_REFUSAL = (
     "MultiWorkerMirroredStrategy on this stack (keras-team/keras#20585; see docs/performance.md); "
     "use --distribute mirrored for the GPUs of one machine"
 )
+
+
+def use_xla(total_steps: int, min_steps: int = JIT_MIN_STEPS) -> bool:
+    """XLA pays when the run is long enough: its compilation (seconds) against a per-step saving.
+
+    ``--jit_min_steps`` (:data:`JIT_MIN_STEPS` by default) is the break-even
+    measured in docs/performance.md; 0 always compiles.
+    """
+    return total_steps >= min_steps
 
 
 def cpu_flags(path: Path = CPUINFO) -> frozenset[str]:
@@ -251,6 +262,8 @@ def execution_plan(precision: str, distribute: str) -> ExecutionPlan:
 
 
 __all__ = [
+    "JIT_MIN_STEPS",
+    "use_xla",
     "PRECISIONS",
     "DISTRIBUTE_MODES",
     "ExecutionPlan",

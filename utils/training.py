@@ -39,7 +39,7 @@ from utils.errors import (
     Terminated,
     TrainingStopped,
 )
-from utils.devices import ExecutionPlan, check_settings, execution_plan
+from utils.devices import ExecutionPlan, check_settings, execution_plan, use_xla
 from utils.history import History
 from utils.ids import resolve_groups
 from utils.splits import input_record, make_split, split_summary, write_split_record
@@ -178,7 +178,10 @@ def build_compiled_model(
     overrides = plan.compile_overrides()
     if overrides:
         logger.info("%d replicas: compiling with %s (utils.devices.ExecutionPlan.compile_overrides)", plan.replicas, overrides)
-        cfg = dataclasses.replace(cfg, **overrides)
+    elif cfg.jit_compile and not use_xla(cfg.epochs * steps_per_epoch, cfg.jit_min_steps):
+        logger.info("XLA off: %d training steps < --jit_min_steps %d", cfg.epochs * steps_per_epoch, cfg.jit_min_steps)
+        overrides = {"jit_compile": False}
+    cfg = dataclasses.replace(cfg, **overrides)
     prep.execution = plan.record(cfg.batch_size, cfg.learning_rate, cfg.jit_compile, cfg.steps_per_execution)
     with plan.build_scope():
         return _build_and_compile(cfg, prep, steps_per_epoch)
