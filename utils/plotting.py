@@ -363,7 +363,8 @@ def plot_r2_comparison(curves: Curves, path: str | Path) -> Path | None:
         handles=[
             Patch(facecolor=OVERALL_COLOR, alpha=0.45, hatch="//", edgecolor="white",
                   label="training (running average over the epoch's batches, dropout on)"),
-            Patch(facecolor=OVERALL_COLOR, edgecolor="black", label="validation (whole split at the epoch's end, dropout off)"),
+            Patch(facecolor=OVERALL_COLOR, edgecolor="black",
+                  label="validation (whole split at the epoch's end, dropout off)"),
         ],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.2),
@@ -478,7 +479,7 @@ def plot_metric_correlation(curves: Curves, path: str | Path) -> Path:
     lines = [
         title,
         f"n = {n} changes between {len(curves.epoch)} epochs ({curves.epoch[0]:g}–{curves.epoch[-1]:g}); "
-        f"|r| above {_critical_r(n):.2f} differs from 0 at p < 0.05" if n > 2 else f"n = {n} changes: r is ±1 by construction",
+        + (f"|r| above {_critical_r(n):.2f} differs from 0 at p < 0.05" if n > 2 else "r is ±1 by construction"),
     ]
     if {"loss", "val_loss"} <= set(usable) and n > 2:
         r = float(changes["loss"].corr(changes["val_loss"]))
@@ -549,7 +550,7 @@ def plot_trait_scatter(
     p = np.asarray(y_pred, dtype="float64")
     shown = _subsample(len(y))
     color = TRAIT_COLORS[trait]
-    fig, ax = plt.subplots(figsize=(5.6, 5.4))
+    fig, ax = plt.subplots(figsize=(5.6, 7.0))
     ax.scatter(
         y[shown], p[shown], s=14, color=color, alpha=0.55, edgecolor="none",
         label=f"samples (N = {len(y)})",
@@ -583,7 +584,8 @@ def plot_trait_scatter(
         f"{trait_label(trait)}: predicted vs true\n{clips}{len(y)} clips{_shown_note(len(y))}", fontsize=11
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
+    # below the plot: a good model's points fill the diagonal, corners included
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7.5, frameon=False)
     return save(fig, path)
 
 
@@ -724,7 +726,9 @@ def plot_model_vs_baseline(
     One metric per row, so that the value printed above each bar has the
     width of a bar pair to itself.
     """
-    metrics = (("mae", "MAE (lower is better)"), ("r_squared", "R² (higher is better)"), ("ccc", "CCC (higher is better)"))
+    metrics = (
+        ("mae", "MAE (lower is better)"), ("r_squared", "R² (higher is better)"), ("ccc", "CCC (higher is better)")
+    )
     labels = [*_two_line_labels(), "All traits\n(mean)"]
     colors = [TRAIT_COLORS[t] for t in C.TRAITS] + [OVERALL_COLOR]
     x = np.arange(len(labels))

@@ -206,7 +206,8 @@ def _lr_ticks(ax: Any, rates: Sequence[float]) -> None:
     else:  # decades inside the range, plus the first and the final rate
         ends = [float(rates[0]), float(rates[-1])]
         decades = [10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
-        ticks = sorted(ends + [d for d in decades if lo <= d <= hi and all(abs(math.log10(d / e)) > 0.15 for e in ends)])
+        inside = [d for d in decades if lo <= d <= hi and all(abs(math.log10(d / e)) > 0.15 for e in ends)]
+        ticks = sorted(ends + inside)
     ax.set_yticks(ticks, [f"{v:.3g}" for v in ticks])
     ax.yaxis.set_minor_locator(NullLocator())
 
@@ -241,10 +242,13 @@ def _draw_lr(ax: Any, logs: RunLogs, annotate: bool = True) -> bool:
         for change in changes:
             if change["old"] and change["new"] and _first_epoch_at_new_rate(change) <= last:
                 color = CAUSE_COLORS.get(change.get("cause", CAUSE_OTHER), CAUSE_COLORS[CAUSE_OTHER])
+                x = _first_epoch_at_new_rate(change) - 0.5
+                right = x > (min(epochs) + last) / 2  # in the right half the text goes left of the cut, inside
                 ax.annotate(
                     f"×{change['new'] / change['old']:.2g}",
-                    xy=(_first_epoch_at_new_rate(change) - 0.5, math.sqrt(change["old"] * change["new"])),
-                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color=color,
+                    xy=(x, math.sqrt(change["old"] * change["new"])),
+                    xytext=(-4 if right else 4, 0), textcoords="offset points", va="center",
+                    ha="right" if right else "left", fontsize=8, color=color,
                 )
     if any(y > 0 for y in ys if math.isfinite(y)):
         ax.set_yscale("log")
@@ -402,7 +406,8 @@ def _best_epoch(logs: RunLogs) -> tuple[int | None, dict[str, float]]:
         return int(epochs[i]), best
     if logs.summary:
         recorded = logs.summary.get("best_validation", {})  # val_ keys; unprefixed in runs before the rename
-        return logs.summary.get("best_epoch"), {k if k.startswith("val_") else f"val_{k}": v for k, v in recorded.items()}
+        best = {k if k.startswith("val_") else f"val_{k}": v for k, v in recorded.items()}
+        return logs.summary.get("best_epoch"), best
     return None, {}
 
 
@@ -596,7 +601,8 @@ def plot_batch_loss(logs: RunLogs, path: Path) -> Path | None:
     ax_trait.set_xlabel("Global training step")
     ax_trait.grid(True, alpha=0.3)
     ax_trait.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"Training loss at the logged steps\n{batch_spacing_note(logs, steps)}\n" + _subtitle(logs), fontsize=11)
+    note = batch_spacing_note(logs, steps)
+    ax.set_title(f"Training loss at the logged steps\n{note}\n" + _subtitle(logs), fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -613,8 +619,8 @@ def batch_spacing_note(logs: RunLogs, steps: Sequence[int]) -> str:
     every, per_call = cfg.get("batch_log_frequency"), cfg.get("steps_per_execution")
     if every and per_call and int(per_call) > 1 and len(gaps) > 1:
         text += (
-            f":\nasked for every {every} steps, but Keras reports only after each call of {per_call} steps "
-            "(and at the epoch's end), so each point is the first report past the requested step"
+            f":\nasked for every {every} steps, but Keras reports only after each call of {per_call} steps\n"
+            "(and at the epoch's end), so each point is the first report past a requested step"
         )
     return text
 
