@@ -34,7 +34,7 @@ from typing import Any
 
 from utils import constants as C
 from utils.errors import InputError
-from utils.io import atomic_path, write_json
+from utils.io import save_weights, write_json
 
 # Settings that may differ between the killed run and its resumption.
 RESUMABLE_DIFFERENCES = frozenset({"epochs", "verbose", "resume", "patience", "wandb", "wandb_mode"})
@@ -103,8 +103,7 @@ def save_state(
     folder = Path(output_dir) / C.RESUME_DIR
     folder.mkdir(parents=True, exist_ok=True)
     name = C.RESUME_WEIGHTS_PATTERN.format(epoch=epoch)
-    with atomic_path(folder / name) as tmp:
-        model.save_weights(tmp)
+    save_weights(model, folder / name)  # atomic, and checked for room first (utils.io)
     write_json(
         folder / C.RESUME_STATE_FILE,
         {
