@@ -31,12 +31,12 @@ def _interval_points(ax: Any, series: dict[str, list[tuple[float, float, float]]
         ax.errorbar(x + offset, mean, yerr=err, fmt="o", capsize=3, markersize=5, label=name)
     ax.axhline(0.0, color="0.4", linewidth=0.8, linestyle="--")
     ax.axvline(len(C.TRAITS) - 0.5, color="0.8", linewidth=0.8)
-    ax.set_xticks(x, [_LABELS[t] for t in TRAIT_NAMES])
+    ax.set_xticks(x, [_LABELS[t] for t in TRAIT_NAMES], fontsize=9)
     ax.set_title(title)
     ax.set_xlabel("trait")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # outside: no bar hidden
 
 
 def _subtitle(summary: dict[str, Any]) -> str:
@@ -56,7 +56,7 @@ def write_figures(summary: dict[str, Any], folder: Path) -> list[Path]:
     series = {
         v: [(m["mean"], *m["ci95"]) for m in (variants[v][t]["r2"] for t in TRAIT_NAMES)] for v in variants
     }
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     _interval_points(ax, series, f"Test-fold R² per trait, mean and 95% t interval over folds\n{_subtitle(summary)}", "R²")
     path = folder / C.CV_R2_FIGURE
     save_figure(fig, path)
@@ -71,7 +71,7 @@ def write_figures(summary: dict[str, Any], folder: Path) -> list[Path]:
             ]
             for v in comp["variants"]
         }
-        fig, ax = plt.subplots(figsize=(9, 4.8))
+        fig, ax = plt.subplots(figsize=(11, 4.8))
         _interval_points(
             ax, diffs,
             f"Paired R² difference against {comp['reference']}, 95% Nadeau-Bengio corrected interval\n"
