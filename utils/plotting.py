@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator  # noqa: E402
 
 from utils import constants as C  # noqa: E402
 from utils.io import save_figure  # noqa: E402
@@ -782,8 +782,9 @@ def plot_attention_maps(mean_maps: Mapping[str, np.ndarray], n_samples: int, pat
     """
     keys = list(mean_maps)
     heads = max(m.shape[0] for m in mean_maps.values())
+    row = 3.3 if max(m.shape[1] for m in mean_maps.values()) > 1 else 1.7  # one query token: a strip per head
     fig, axes = plt.subplots(
-        heads, len(keys), figsize=(4.6 * len(keys) + 1.0, 3.3 * heads + 0.6), squeeze=False, layout="constrained"
+        heads, len(keys), figsize=(4.6 * len(keys) + 1.0, row * heads + 0.6), squeeze=False, layout="constrained"
     )
     for col, key in enumerate(keys):
         maps = mean_maps[key]
@@ -799,8 +800,9 @@ def plot_attention_maps(mean_maps: Mapping[str, np.ndarray], n_samples: int, pat
             ax.set_title(f"{_block_title(key)}, head {h + 1}", fontsize=9, color=DIRECTION_COLORS.get(_block_direction(key), "black"))
             ax.set_ylabel(f"query token ({query_stream})", fontsize=8)
             ax.set_xlabel(f"key token ({key_stream})", fontsize=8)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            for axis, count in ((ax.xaxis, maps.shape[2]), (ax.yaxis, maps.shape[1])):
+                # token indices: every one while they fit, never a fractional tick (one query token: just 0)
+                axis.set_major_locator(FixedLocator(range(count)) if count <= 16 else MaxNLocator(integer=True))
         if image is not None:
             fig.colorbar(image, ax=axes[:, col].tolist(), shrink=0.5, aspect=30,
                          label=f"attention weight (uniform = 1/{maps.shape[-1]})")
