@@ -50,8 +50,8 @@ def unit_sums(y_true: np.ndarray, y_pred: np.ndarray, units: np.ndarray | None) 
     """
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
-    err = y - p
-    terms = np.stack([np.ones_like(y), y, y * y, p, p * p, y * p, np.abs(err), err * err], axis=1)
+    # batch_sums sums over its first axis: on (1, n, outputs) it returns every row's own terms.
+    terms = np.moveaxis(batch_sums(y[None], p[None]), 0, 1)  # (n, len(SUM_FIELDS), outputs)
     if units is None:
         return terms, np.arange(len(y))
     labels, inverse = np.unique(np.asarray(units), return_inverse=True)
