@@ -294,6 +294,11 @@ def summarize(
                 diffs = [by_variant[default][s] - o for s, o in zip(seeds, other)]
                 entry["differences"][b] = dict(zip(("mean", "low", "high"), t_interval(diffs)))
                 entry["differences"][b]["seeds"] = len(diffs)
+        if default in by_variant and "ridge_train" in by_variant:  # ridge on the networks' own rows
+            seeds = sorted(set(by_variant[default]) & set(by_variant["ridge_train"]))
+            diffs = [by_variant[default][s] - by_variant["ridge_train"][s] for s in seeds]
+            entry["differences"]["ridge_train"] = dict(zip(("mean", "low", "high"), t_interval(diffs)))
+            entry["differences"]["ridge_train"]["seeds"] = len(diffs)
         summary[f"{name}/{n}"] = {"set": name, "n": n, **entry}
     return summary
 
@@ -354,7 +359,8 @@ def suite_markdown(
     """The suite section: settings, the table (mean [95% t interval] over seeds) and the figure link."""
     variants = _variant_order(summary)
     header = ["set", "N"] + [VARIANT_LABELS.get(v, v) for v in variants]
-    header += [f"{default} − ridge", f"{default} − concat", f"{default} − max(ridge, concat)"]
+    header += [f"{default} − ridge", f"{default} − ridge (same 80%)", f"{default} − concat"]
+    header += [f"{default} − max(ridge, concat)"]
     begin, end = section_markers(section)
     lines = [
         begin,
@@ -379,7 +385,10 @@ def suite_markdown(
     for entry in summary.values():
         cells = [entry["set"], f"{entry['n']:,}"]
         cells += [_cell(entry["variants"].get(v)) for v in variants]
-        cells += [_cell(entry["differences"].get(k), signed=True) for k in ("ridge", "concat", "best")]
+        cells += [
+            _cell(entry["differences"].get(k), signed=True)
+            for k in ("ridge", "ridge_train", "concat", "best")
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Sets:", ""]
     lines += [f"- `{name}`: {SET_DESCRIPTIONS[name]}" for name in plan.sets]
