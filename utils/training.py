@@ -28,7 +28,7 @@ import numpy as np
 
 from utils import constants as C
 from utils.config import SCHEDULES, TrainConfig
-from utils.data import Dataset, EpochBatches, feature_statistics, label_means, load_dataset
+from utils.data import Dataset, EpochBatches, label_means, load_dataset
 from utils.errors import (
     EXIT_DIVERGED,
     EXIT_INPUT_CHANGED,
@@ -190,18 +190,12 @@ def build_compiled_model(
 def _build_and_compile(cfg: TrainConfig, prep: Prepared, steps_per_epoch: int) -> Any:
     import keras
 
-    from models.cross_attention import build_model
+    from models.cross_attention import build_model_for_data
     from utils.keras_metrics import compile_metrics
 
     data = prep.data
-    model = build_model(
-        cfg.model,
-        data.static_shape,
-        data.dynamic_shape,
-        static_stats=feature_statistics(data.static, prep.train_idx),
-        dynamic_stats=feature_statistics(data.dynamic, prep.train_idx),
-        output_prior=prep.train_label_means,
-    )
+    # normalization statistics, output prior and (pooled_query) the ridge warm start, all from the training rows
+    model = build_model_for_data(cfg.model, data.static, data.dynamic, data.labels, prep.train_idx)
     model.compile(
         optimizer=_optimizer(cfg, steps_per_epoch),
         loss=keras.losses.MeanSquaredError(),
