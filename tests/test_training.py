@@ -27,7 +27,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     paths = write_features(root / "data")
     out = root / "results"
-    code = main(train_args(paths, out, "--epochs", "3", "--histogram_freq", "1", "--jit_compile"))
+    # XLA on whatever the run's length (--jit_min_steps 0): the suite's one run of the compiled path
+    code = main(train_args(paths, out, "--epochs", "3", "--histogram_freq", "1", "--jit_compile", "--jit_min_steps", "0"))
     return code, out, paths
 
 
