@@ -125,3 +125,23 @@ def test_mirrored_over_two_logical_devices_matches_one_device(tmp_path: Path) ->
     assert "split evenly over the replicas" in execution["data_sharding"]
     single_execution = json.loads((tmp_path / "none" / C.MANIFEST_FILE).read_text())["execution"]
     assert single_execution["replicas"] == 1 and single_execution["strategy"] is None
+
+
+def test_garbage_collection_is_paused_during_fit_and_restored() -> None:
+    import gc
+
+    from utils.gc_pause import CollectBetweenEpochs
+
+    cb = CollectBetweenEpochs(max_share=0.05)
+    assert gc.isenabled()
+    cb.on_train_begin()
+    try:
+        assert not gc.isenabled()
+        cb.on_epoch_end(0)  # the first epoch end collects (no cost known yet)
+        assert cb.collections == 1
+        cb._cost = 10.0  # a collection that cost 10 s waits for 200 s of training
+        cb.on_epoch_end(1)
+        assert cb.collections == 1
+    finally:
+        cb.on_train_end()
+    assert gc.isenabled()

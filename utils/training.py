@@ -256,6 +256,7 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     from utils import resume
     from utils.callbacks import InputsUnchanged, ResumeCheckpoint
     from utils.data import make_tf_dataset
+    from utils.gc_pause import CollectBetweenEpochs
     from utils.run_folder import archive_previous_run
     from utils.run_logging import RunLogger
 
@@ -290,6 +291,8 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
         logger.info("Resuming after epoch %d from %s", initial_epoch, resume.state_path(out))
     save_state = functools.partial(resume.save_state, out, cfg.to_dict())
     callbacks.append(ResumeCheckpoint(list(callbacks), save_state, restored))
+    collector = CollectBetweenEpochs()  # no garbage collection pauses at epoch starts (utils.gc_pause)
+    callbacks.append(collector)
     wandb_run = _start_wandb(cfg, prep, counts, run_logger.wandb_config()) if cfg.wandb else None
     if wandb_run is not None:
         from wandb.integration.keras import WandbMetricsLogger
@@ -311,6 +314,7 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
             wandb_run = None
         return result
     finally:
+        collector.restore()
         if status != "completed":
             run_logger.finish(status)
         if wandb_run is not None:
