@@ -45,12 +45,13 @@ def build_parser() -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from utils.analysis import check_model_path, format_summary, run_analysis
     from utils.console import quiet_tensorflow
 
-    quiet_tensorflow()  # no TensorFlow start-up lines (TF_CPP_MIN_LOG_LEVEL=0 shows them)
-    from utils.analysis import format_summary, run_analysis
-
-    result = run_analysis(from_args(AnalysisConfig, args))
+    cfg = from_args(AnalysisConfig, args)
+    check_model_path(cfg.model)  # a missing model answers before TensorFlow starts
+    quiet_tensorflow()  # no TensorFlow start-up lines (TF_CPP_MIN_LOG_LEVEL=0 or 1 shows them)
+    result = run_analysis(cfg)
     print(format_summary(result))
     return 0
 

@@ -8,9 +8,9 @@ silences the last one; the others are written by the C++ runtime while the
 shared libraries load, whatever that variable says. :func:`quiet_tensorflow`
 imports TensorFlow once with stderr captured and writes back every captured
 line that is not one of those known start-up lines, so a real error is still
-seen. ``show=True`` (``--verbose 2`` of the training script) or an explicit
-``TF_CPP_MIN_LOG_LEVEL`` in the environment leaves everything as TensorFlow
-prints it.
+seen. ``show=True`` (``--verbose 2`` of the training script) or
+``TF_CPP_MIN_LOG_LEVEL`` set to 0 or 1 in the environment leaves everything as
+TensorFlow prints it.
 
 :func:`progress_verbosity` turns the Keras progress bar off when standard
 output is not a terminal (a file, a pipe, a batch job's log): there the bar's
@@ -80,7 +80,8 @@ def quiet_tensorflow(show: bool = False) -> None:
         return
     user_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = tensorflow_log_level(show)
-    if show or user_level is not None and user_level != QUIET_LEVEL:
+    # A user's level 0 or 1 asks for TensorFlow's own lines; 2 and 3 ask for quiet.
+    if show or user_level is not None and user_level not in ("2", QUIET_LEVEL):
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
 
