@@ -3,7 +3,7 @@
 With automatic collection on, a full collection over the many Python objects
 of TensorFlow and Keras lands at an epoch start and holds the next step for
 0.3 to 1.2 s (measured on the end-to-end benchmark's data, docs/performance.md:
-epoch start 0.01 to 0.08 s with the collector paused, up to 1.2 s with it on),
+epoch start 0.01 to 0.16 s with the collector paused, up to 1.2 s with it on),
 on epochs of about half a second. :class:`CollectBetweenEpochs` pauses
 automatic collection for the run and collects at an epoch end only when the
 training time since the last collection is at least ``1 / max_share`` times
