@@ -93,7 +93,6 @@ MODEL_VS_BASELINE_FIGURE = "model_vs_baseline.png"
 ATTENTION_MAPS_FIGURE = "attention_maps.png"
 ATTENTION_HEADS_FIGURE = "attention_entropy_per_head.png"
 
-
 # Default locations used when a script runs with no arguments.
 DEFAULT_DATA_DIR = "data_sample"
 DEFAULT_RESULTS_DIR = "results"
