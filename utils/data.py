@@ -32,6 +32,18 @@ def _describe_dtype(dtype: np.dtype) -> str:
     return "object" if dtype.kind == "O" else str(dtype)
 
 
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header, without reading (or unpickling) any data.
+
+    Raises ValueError, OSError or EOFError when the file is not in ``.npy`` format.
+    """
+    with path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(fh)
+    return shape, dtype
+
+
 def open_npy(path: str | Path, role: str) -> np.ndarray:
     """Open one ``.npy`` file memory-mapped, refusing pickles and non-arrays."""
     p = Path(path)
@@ -45,14 +57,7 @@ def open_npy(path: str | Path, role: str) -> np.ndarray:
     if p.stat().st_size == 0:
         raise InputError(f"expected a .npy array for {role}, found an empty file", str(p))
     try:
-        with p.open("rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            reader = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = reader(fh)
+        shape, dtype = read_npy_header(p)
     except (ValueError, OSError, EOFError) as exc:
         if zipfile.is_zipfile(p):
             raise InputError(f"expected a .npy array for {role}, found a zip archive", str(p)) from exc

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.constants import DEFAULT_GROUP_PATTERN
+from utils.data import read_npy_header
 from utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,7 @@ __all__ = [
 def _read_npy_names(p: Path, role: str) -> list[str]:
     """Names from a 1-D ``.npy`` array of unicode (or ASCII bytes) strings."""
     try:
-        with p.open("rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            reader = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = reader(fh)
+        shape, dtype = read_npy_header(p)
     except (ValueError, OSError, EOFError):
         raise InputError(f"expected a .npy array of {role}, found a file that is not in NumPy .npy format", str(p)) from None
     if dtype.hasobject:
