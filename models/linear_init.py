@@ -1,4 +1,4 @@
-"""Ridge warm start of the output layer's linear path (numpy and scikit-learn, no Keras).
+"""Ridge warm start of the output layer's linear path (NumPy only: no Keras, no scikit-learn).
 
 With ``ModelConfig.head_skip`` the output layer reads the fused vector
 directly beside the hidden layer. For the ``pooled_query`` fusion the first
@@ -9,6 +9,11 @@ be written into the output kernel: the untrained model then predicts (to first
 order in the sigmoid) what ridge on pooled features predicts, and training
 (with early stopping on the validation split) starts from the linear baseline
 instead of from the mean. :func:`pooled_ridge_kernel` computes those rows.
+
+The ridge fit is :func:`ridge_loo`, scikit-learn's ``RidgeCV(alphas,
+alpha_per_target=True)`` (efficient leave-one-out, unpenalized intercept)
+written in NumPy: importing scikit-learn costs a training run about 1.5 s
+of start-up (docs/performance.md). ``tests/test_model.py`` checks the two agree.
 """
 
 from __future__ import annotations
@@ -62,8 +67,6 @@ def pooled_ridge_kernel(
     training-label mean), the slope of the sigmoid at the output bias, so that
     ``sigmoid(logit(p) + f @ kernel) ~= p + ridge(f) - mean(ridge)``.
     """
-    from sklearn.linear_model import RidgeCV
-
     train_idx = np.asarray(train_idx)
     features = np.hstack(
         [pooled_features(static, train_idx, static_stats), pooled_features(dynamic, train_idx, dynamic_stats)]
@@ -72,8 +75,40 @@ def pooled_ridge_kernel(
     center = features.mean(axis=0)
     std = features.std(axis=0)
     std[std < 1e-12] = 1.0
-    model = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True).fit((features - center) / std, y)
-    coef = np.asarray(model.coef_).T / std[:, None]  # (features, 5) in pooled-feature units
+    coef, alphas = ridge_loo((features - center) / std, y, RIDGE_ALPHAS)
+    coef = coef / std[:, None]  # (features, 5) in pooled-feature units
     p = np.clip(y.mean(axis=0), 1e-3, 1 - 1e-3)
-    logger.debug("ridge warm start: alphas %s", np.asarray(model.alpha_).tolist())
+    logger.debug("ridge warm start: alphas %s", alphas.tolist())
     return coef / (p * (1.0 - p))[None, :]
+
+
+def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge with an unpenalized intercept, one penalty per target chosen by leave-one-out error.
+
+    What ``sklearn.linear_model.RidgeCV(alphas, alpha_per_target=True).fit(x, y)``
+    computes (its default generalized-CV mode, squared error): from one SVD of
+    the centred ``x``, the leave-one-out residual of every clip is
+    ``(y - y_hat) / (1 - h)`` with ``h`` the hat matrix diagonal (``1/n`` of it
+    from the intercept); the first alpha with the lowest mean squared residual
+    wins. Returns the coefficients ``(features, targets)`` and the chosen alphas.
+    """
+    x = np.asarray(x, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    n = len(x)
+    xc = x - x.mean(axis=0)
+    yc = y - y.mean(axis=0)
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    s2 = s * s
+    uty = u.T @ yc
+    u2 = u * u
+    best = np.full(y.shape[1], np.inf)
+    chosen = np.zeros(y.shape[1])
+    for alpha in np.asarray(alphas, dtype="float64"):
+        shrink = s2 / (s2 + alpha)
+        fitted = u @ (shrink[:, None] * uty)
+        leverage = u2 @ shrink + 1.0 / n
+        error = (((yc - fitted) / (1.0 - leverage)[:, None]) ** 2).mean(axis=0)
+        better = error < best
+        best[better], chosen[better] = error[better], alpha
+    factors = s[:, None] / (s2[:, None] + chosen[None, :])  # (rank, targets)
+    return vt.T @ (factors * uty), chosen

@@ -41,7 +41,7 @@ def build_parser() -> Parser:
 
 def run(args: argparse.Namespace) -> int:
     from utils.errors import InputError
-    from utils.history import load_history
+    from utils.history import load_history, load_start_validation
     from utils.io import check_writable
     from utils.plotting import plot_training_history
     from utils.run_plots import plot_run_logs
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     history = load_history(cfg.history, trust_pickle=cfg.trust_pickle)
     output = Path(cfg.output)
     check_writable(output)  # refuse before anything is drawn or written
-    written = plot_training_history(history, output)
+    written = plot_training_history(history, output, start=load_start_validation(cfg.history))
     try:  # Phase 4.3 figures, from the run logs beside the history (skipped where absent)
         written += [Path(p) for p in plot_run_logs(cfg.history, output)]
     except InputError as exc:  # the Phase 4.2 figures above are written already

@@ -98,7 +98,7 @@ def test_epoch_tensorboard_writes_no_per_step_summaries(tmp_path, tiny_model):
     ("adapter", "make", "values"),
     [
         (CB.EARLY_STOPPING, lambda: keras.callbacks.EarlyStopping(patience=5),
-         {"wait": 2, "best": 0.25, "best_epoch": 4, "stopped_epoch": 0}),
+         {"wait": 2, "best": 0.25, "best_epoch": 4, "stopped_epoch": 0, "baseline": 0.375}),
         (CB.PLATEAU, lambda: keras.callbacks.ReduceLROnPlateau(patience=3), {"wait": 1, "best": 0.5, "cooldown_counter": 0}),
         (CB.BEST_CHECKPOINT, lambda: CB.BestModelCheckpoint(Path("unused.h5")), {"best": 0.125}),
     ],

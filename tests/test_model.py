@@ -241,3 +241,19 @@ def test_ridge_warm_start_makes_the_untrained_default_model_predict_like_sklearn
     # without the warm start the untrained model is exactly the mean predictor
     cold = build_model_for_data(ModelConfig(ridge_warm_start=False, **SMALL), s, d, labels, train)
     np.testing.assert_allclose(cold.predict([s[test], d[test]], verbose=0), np.broadcast_to(labels[train].mean(0), (100, 5)), atol=1e-5)
+
+
+@pytest.mark.parametrize("n, p, seed", [(120, 12, 0), (30, 50, 1), (400, 40, 2)])
+def test_numpy_ridge_loo_equals_sklearn_ridgecv_per_target(n, p, seed):
+    """models.linear_init.ridge_loo is RidgeCV(alpha_per_target=True): same alphas, same coefficients."""
+    from sklearn.linear_model import RidgeCV
+
+    from models.linear_init import RIDGE_ALPHAS, ridge_loo
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, p)) * rng.uniform(0.5, 2.0, size=p) + rng.normal(size=p)
+    y = x[:, :5] * rng.uniform(0.0, 1.0, size=5) + rng.normal(scale=rng.uniform(0.1, 3.0, size=5), size=(n, 5))
+    coef, alphas = ridge_loo(x, y, RIDGE_ALPHAS)
+    reference = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True).fit(x, y)
+    np.testing.assert_array_equal(alphas, reference.alpha_)
+    np.testing.assert_allclose(coef.T, reference.coef_, rtol=1e-7, atol=1e-10)

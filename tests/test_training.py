@@ -113,6 +113,39 @@ def test_same_seed_gives_the_same_history_and_another_seed_does_not(tmp_path, ti
     assert runs["a"]["loss"] != runs["c"]["loss"]
 
 
+def test_a_run_that_no_epoch_improves_keeps_the_ridge_start(tmp_path, tiny_data):
+    """Epoch 0 is a candidate: with a learning rate that wrecks every epoch, the saved model is the start."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from models.linear_init import RIDGE_ALPHAS
+    from utils.data import load_dataset, split_indices
+
+    code = main(train_args(tiny_data, tmp_path, "--epochs", "8", "--patience", "2", "--learning_rate", "5"))
+    assert code == 0
+    summary = json.loads((tmp_path / C.TRAINING_SUMMARY_FILE).read_text())
+    history = json.loads((tmp_path / C.HISTORY_JSON_FILE).read_text())
+    assert summary["best_epoch"] == 0
+    assert len(history["epoch"]) == 2  # patience counted against the start, not against epoch 1
+    data = load_dataset(tiny_data["static_features"], tiny_data["dynamic_features"], tiny_data["labels"])
+    train, val = split_indices(len(data), 0.2, seed=42)
+    import keras
+
+    model = keras.models.load_model(tmp_path / C.MODEL_FILE)
+    pred = model.predict([np.asarray(data.static[val]), np.asarray(data.dynamic[val])], verbose=0)
+    # every trained epoch was worse on validation than what was kept
+    kept = float(np.mean((pred - np.asarray(data.labels[val])) ** 2))
+    assert min(history["val_loss"]) > kept
+    # ... and what was kept is ridge on the pooled token means (scikit-learn), up to the sigmoid's curvature
+    pooled = np.hstack([np.asarray(data.static).mean(1), np.asarray(data.dynamic).mean(1)])
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True))
+    ridge.fit(pooled[train], np.asarray(data.labels)[train])
+    reference = ridge.predict(pooled[val])
+    for j in range(C.NUM_TRAITS):
+        assert np.corrcoef(pred[:, j], reference[:, j])[0, 1] > 0.99
+
+
 def test_cosine_schedule_decays_the_learning_rate(tmp_path, tiny_data):
     assert main(train_args(tiny_data, tmp_path, "--schedule", "cosine", "--epochs", "3")) == 0
     lr = json.loads((tmp_path / C.HISTORY_JSON_FILE).read_text())["learning_rate"]
@@ -133,12 +166,16 @@ def test_pooled_float64_features_of_earlier_phases_train(tmp_path):
     assert [tuple(t.shape) for t in model.inputs] == [(None, 512), (None, 256)]  # the pooled vectors, whole
     history = json.loads((out / C.HISTORY_JSON_FILE).read_text())
     assert history["epoch"] == [1.0] and np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
-    # the float64 files were read as they are: the saved model reproduces the logged validation R²
+    # the float64 files were read as they are: the saved model (the best of epochs 0 and 1)
+    # reproduces the validation R² logged for it
+    summary = json.loads((out / C.TRAINING_SUMMARY_FILE).read_text())
     _, val = split_indices(40, 0.2, seed=42)
     x = [np.load(paths["static_features"])[val], np.load(paths["dynamic_features"])[val]]
     y = np.load(paths["labels"])[val]
     pred = model.predict([a.astype("float32") for a in x], verbose=0)
-    assert history["val_r_squared"][0] == pytest.approx(r2_score(y, pred), abs=1e-5)
+    logged = history["val_r_squared"][0] if summary["best_epoch"] == 1 else summary["start_validation"]["val_r_squared"]
+    assert summary["best_validation"]["val_r_squared"] == logged
+    assert logged == pytest.approx(r2_score(y, pred), abs=1e-5)
 
 
 def test_wandb_offline_writes_a_run(tmp_path, tiny_data, wandb_env):

@@ -220,3 +220,16 @@ def test_the_script_draws_the_run_log_figures_and_lists_them(run, tmp_path, monk
     assert viz.main(["--history", str(run / C.HISTORY_FILE), "--output", str(out)]) == 0
     assert calls == [(str(run / C.HISTORY_FILE), out)]
     assert str(out / "dashboard.png") in capsys.readouterr().out
+
+
+def test_the_model_as_built_is_drawn_at_epoch_0_and_can_be_the_best_epoch():
+    from utils.plotting import prepare_curves
+
+    history = {"epoch": [1.0, 2.0, 3.0], "loss": [0.05, 0.04, 0.03], "val_loss": [0.07, 0.065, 0.08]}
+    kept = prepare_curves(history, start={"val_loss": 0.06})
+    assert kept.epoch.tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert kept.best_epoch == 0.0
+    assert kept.columns["val_loss"][0] == 0.06 and np.isnan(kept.columns["loss"][0])
+    beaten = prepare_curves(history, start={"val_loss": 0.066})
+    assert beaten.best_epoch == 2.0
+    assert prepare_curves(history).epoch.tolist() == [1.0, 2.0, 3.0]

@@ -199,7 +199,7 @@ class CounterAdapter:
 
 
 EARLY_STOPPING = CounterAdapter(
-    "EarlyStopping", keras.callbacks.EarlyStopping, ("wait", "best", "best_epoch", "stopped_epoch")
+    "EarlyStopping", keras.callbacks.EarlyStopping, ("wait", "best", "best_epoch", "stopped_epoch", "baseline")
 )
 PLATEAU = CounterAdapter("ReduceLROnPlateau", keras.callbacks.ReduceLROnPlateau, ("wait", "best", "cooldown_counter"))
 BEST_CHECKPOINT = CounterAdapter("BestModelCheckpoint", BestModelCheckpoint, ("best",))

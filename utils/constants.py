@@ -42,6 +42,8 @@ HISTORY_FILE = "training_history.npy"
 HISTORY_JSON_FILE = "training_history.json"
 TENSORBOARD_DIR = "tensorboard_logs"
 TRAINING_SUMMARY_FILE = "training_summary.json"
+# validation metrics of the model as built, before epoch 1 ("epoch 0"; utils.training.score_start)
+START_VALIDATION_FILE = "start_validation.json"
 
 MODEL_SUFFIXES: tuple[str, ...] = (".h5", ".keras")  # formats a trained model is saved in
 
@@ -135,6 +137,7 @@ RUN_OUTPUT_NAMES: tuple[str, ...] = (
     HISTORY_JSON_FILE,
     TENSORBOARD_DIR,
     TRAINING_SUMMARY_FILE,
+    START_VALIDATION_FILE,
     VISUALIZATION_DIR,
     PREDICTION_ANALYSIS_DIR,
     WANDB_DIR,
@@ -178,3 +181,14 @@ PREDICTIONS_INFO_SUFFIX = "_info.json"  # predictions.csv -> predictions_info.js
 PREDICTION_ID_COLUMN = "id"
 SAVED_MODEL_DIR = "saved_model"  # default export folder (TensorFlow Serving: <base>/<version>/)
 SERVING_SIGNATURE = "serving_default"  # the SavedModel signature TensorFlow Serving calls by default
+
+# Files scripts/tune_hyperparameters.py writes into its --output_dir (utils.tuning).
+TUNE_PROJECT_DIR = "keras_tuner"  # Keras Tuner's own project folder: oracle.json, trial_<id>/trial.json, checkpoints
+TUNE_BEST_FILE = "best_hyperparameters.json"
+TUNE_TRIALS_FILE = "trials.csv"
+TUNE_COMMAND_FILE = "train_command.txt"  # the training command with the best settings
+TUNE_SETTINGS_FILE = "tuning.json"  # the search's settings, split sizes and search space
+TUNE_FIT_ROWS_FILE = "tuning_fit_rows.npy"  # the inner split of the training rows (int64 row indices)
+TUNE_VAL_ROWS_FILE = "tuning_validation_rows.npy"
+TUNE_WORKER_FILE = "worker.json"  # in each trial folder: which tuner (host, process) ran the trial
+TUNE_BEST_RUN_DIR = "best_run"  # where the printed training command writes its run

@@ -98,3 +98,22 @@ def load_history(path: str | Path, trust_pickle: bool = False) -> History:
     if not history or "loss" not in history:
         raise InputError(f"expected a training history with a 'loss' column, found columns {sorted(history)}", str(p))
     return history
+
+
+def load_start_validation(history_path: str | Path) -> dict[str, float] | None:
+    """The run's epoch-0 validation metrics (``start_validation.json`` beside the history), or None.
+
+    Written by :func:`utils.training.score_start`; absent in runs made before
+    it existed, in resumed-only folders of such runs, and beside a history
+    copied elsewhere. A file that is not a JSON object of numbers is ignored
+    (the figures then simply start at epoch 1).
+    """
+    p = Path(history_path)
+    path = (p if p.is_dir() else p.parent) / C.START_VALIDATION_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(v, (int, float)) for v in raw.values()):
+        return None
+    return {str(k): float(v) for k, v in raw.items()}

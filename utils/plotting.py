@@ -176,14 +176,30 @@ class Curves:
         return values if values is not None and _finite(values) else None
 
 
-def prepare_curves(history: Mapping[str, Sequence[float]]) -> Curves:
+def _with_start(history: Mapping[str, Sequence[float]], start: Mapping[str, float]) -> dict[str, list[float]]:
+    """The history with an epoch-0 row: the validation metrics of the model as built, NaN elsewhere."""
+    epochs = list(history.get("epoch", []))
+    if not epochs or 0 in epochs:
+        return {k: list(v) for k, v in history.items()}
+    return {
+        k: [float(start.get(k, float("nan"))) if k != "epoch" else 0.0, *v] for k, v in history.items()
+    }
+
+
+def prepare_curves(history: Mapping[str, Sequence[float]], start: Mapping[str, float] | None = None) -> Curves:
     """Sort a history by its ``epoch`` column and find the best epoch and the LR cuts.
+
+    ``start`` (the run's ``start_validation.json``) adds epoch 0, the model as
+    built: its validation metrics are drawn there and it can be the best
+    epoch, as it is for the run when no epoch improved on it.
 
     A resumed run can record epochs that start above 1, skip epochs, or repeat
     one (the epoch redone after a crash); rows are ordered by epoch and, for a
     repeated epoch, the last row recorded wins. A history without an ``epoch``
     column (older pickled dicts) is numbered 1..n.
     """
+    if start:
+        history = _with_start(history, start)
     raw = {k: np.asarray(v, dtype="float64") for k, v in history.items()}
     n = max((len(v) for v in raw.values()), default=0)
     notes: list[str] = []
@@ -504,10 +520,15 @@ def _critical_r(n: int, alpha: float = 0.05) -> float:
     return float(t / math.sqrt(n - 2 + t * t))
 
 
-def plot_training_history(history: Mapping[str, Sequence[float]], output_dir: str | Path) -> list[Path]:
-    """Every training-curve figure of :data:`TRAINING_FIGURES`; returns the files written."""
+def plot_training_history(
+    history: Mapping[str, Sequence[float]], output_dir: str | Path, start: Mapping[str, float] | None = None
+) -> list[Path]:
+    """Every training-curve figure of :data:`TRAINING_FIGURES`; returns the files written.
+
+    ``start``: the run's epoch-0 validation metrics (:func:`utils.history.load_start_validation`).
+    """
     out = Path(output_dir)
-    curves = prepare_curves(history)
+    curves = prepare_curves(history, start)
     for note in curves.notes:
         logger.info("history: %s", note)
     written: list[Path | None] = [plot_metric_curve(curves, m, out / f) for m, f in CURVE_FILES.items()]

@@ -398,7 +398,8 @@ def _entropy_axis(ax: Any, values: Sequence[float], uniform: Sequence[tuple[floa
 def _best_epoch(logs: RunLogs) -> tuple[int | None, dict[str, float]]:
     val = logs.series("val_loss")
     epochs = logs.epoch_numbers
-    if val and np.isfinite(val).any():
+    kept_start = bool(logs.summary) and logs.summary.get("best_epoch") == 0  # no epoch beat the model as built
+    if val and np.isfinite(val).any() and not kept_start:
         i = int(np.nanargmin(np.asarray(val, dtype=float)))
         best = {k: v[i] for k, v in (logs.history or {}).items() if k.startswith("val_")}
         if not best and logs.epochs:

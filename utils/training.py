@@ -40,7 +40,7 @@ from utils.errors import (
     TrainingStopped,
 )
 from utils.devices import ExecutionPlan, check_settings, execution_plan, use_xla
-from utils.history import History
+from utils.history import History, load_start_validation
 from utils.ids import resolve_groups
 from utils.splits import input_record, make_split, split_summary, write_split_record
 from utils.io import InputWatch, OutputWriteError, check_writable, save_model, warn_if_little_space, write_errno, write_json
@@ -230,12 +230,47 @@ def _history_until(output_dir: Path, epochs: int) -> History:
     return {k: [v[i] for i in keep] for k, v in saved.items()}
 
 
-def summarize(history: History) -> tuple[int, dict[str, float]]:
-    """Best epoch (1-based, lowest val_loss) and its validation metrics."""
+def summarize(history: History, start: dict[str, float] | None = None) -> tuple[int, dict[str, float]]:
+    """Best epoch (1-based, lowest val_loss) and its validation metrics.
+
+    With ``start`` (the ``val_`` metrics of the model as built, :func:`score_start`),
+    epoch 0 is a candidate too: it wins unless an epoch has a strictly lower
+    ``val_loss``, exactly as :class:`utils.callbacks.BestModelCheckpoint` decides
+    which weights it keeps.
+    """
     val_loss = np.asarray(history["val_loss"], dtype="float64")
     i = int(np.nanargmin(val_loss))
+    if start is not None and "val_loss" in start and not val_loss[i] < start["val_loss"]:
+        return 0, {k[4:]: v for k, v in start.items() if k.startswith("val_")}
     best = {k[4:]: history[k][i] for k in history if k.startswith("val_")}
     return int(history["epoch"][i]), best
+
+
+def score_start(model: Any, val_ds: Any, out: Path, callbacks: list[Any]) -> dict[str, float]:
+    """Score the model as built on the validation split ("epoch 0") and make it the first best checkpoint.
+
+    The default model starts at ridge on the pooled training features
+    (``models.linear_init``), so its start is already a baseline: if no epoch
+    improves the validation loss on it, the run keeps it (best epoch 0) instead
+    of the least bad trained epoch. The checkpoint holds the start, early
+    stopping counts its patience against it (``baseline``) and the metrics go
+    to ``start_validation.json`` (the figures draw them at epoch 0).
+    """
+    import keras
+
+    from utils.callbacks import BestModelCheckpoint
+
+    logs = model.evaluate(val_ds, verbose=0, return_dict=True)
+    start = {f"val_{k}": float(v) for k, v in logs.items()}
+    for cb in callbacks:
+        if isinstance(cb, BestModelCheckpoint):
+            cb.best = start["val_loss"]
+            save_model(model, cb.path)
+        elif isinstance(cb, keras.callbacks.EarlyStopping):
+            cb.baseline = start["val_loss"]  # patience runs out unless an epoch beats the start
+    write_json(out / C.START_VALIDATION_FILE, start)
+    logger.info("Epoch 0 (the model as built): validation loss %.5f, R² %.4f", start["val_loss"], start.get("val_r_squared", float("nan")))
+    return start
 
 
 def epoch_from_step_counter(model: Any, steps_per_epoch: int) -> int:
@@ -293,6 +328,8 @@ def run_training(cfg: TrainConfig, prep: Prepared | None = None) -> TrainResult:
     callbacks.append(ResumeCheckpoint(list(callbacks), save_state, restored))
     collector = CollectBetweenEpochs()  # no garbage collection pauses at epoch starts (utils.gc_pause)
     callbacks.append(collector)
+    if initial_epoch == 0:
+        score_start(model, val_ds, out, callbacks)
     wandb_run = _start_wandb(cfg, prep, counts, run_logger.wandb_config()) if cfg.wandb else None
     if wandb_run is not None:
         from wandb.integration.keras import WandbMetricsLogger
@@ -412,7 +449,8 @@ def _finish_run(cfg: TrainConfig, prep: Prepared, model: Any, history: History, 
         "summary": str(out / C.TRAINING_SUMMARY_FILE),
     }
     save_model(model, cfg.output)
-    best_epoch, best = summarize(history)
+    start = load_start_validation(out)
+    best_epoch, best = summarize(history, start)
     result = TrainResult(
         history=history,
         best_epoch=best_epoch,
@@ -427,6 +465,7 @@ def _finish_run(cfg: TrainConfig, prep: Prepared, model: Any, history: History, 
         "best_epoch": best_epoch,
         "epochs_run": len(history["epoch"]),
         "best_validation": {f"val_{k}": v for k, v in best.items()},  # history keys, as in the epoch logs
+        "start_validation": start,  # epoch 0: the model as built (best_epoch 0 when no epoch beat it)
         "train_label_means": dict(zip(C.TRAITS, result.train_label_means)),
         "n_train": result.n_train,
         "n_val": result.n_val,
@@ -487,7 +526,8 @@ def format_summary(result: TrainResult) -> str:
     lines = [
         "",
         f"Best epoch {result.best_epoch} of {len(result.history['epoch'])} "
-        f"({result.n_train} train / {result.n_val} validation samples, {result.seconds:.1f} s)",
+        f"({result.n_train} train / {result.n_val} validation samples, {result.seconds:.1f} s)"
+        + (": no epoch improved on the model as built, which is kept" if result.best_epoch == 0 else ""),
         f"  validation loss (MSE) {result.best['loss']:.5f}   MAE {result.best['mae']:.4f}   "
         f"R² {result.best['r_squared']:.4f}",
         "  validation R² per trait: "
