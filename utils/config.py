@@ -302,6 +302,83 @@ class ExportConfig:
     )
 
 
+# scripts/tune_hyperparameters.py (utils.tuning): Keras Tuner's tuners, the objectives (validation metrics,
+# the toolkit's names), the process roles of a distributed search, and the settings that can be searched
+# (training and model flags of the same names; their ranges are in utils.tuning.SEARCH_SPACE).
+TUNERS: tuple[str, ...] = ("random", "bayesian", "hyperband")
+TUNE_OBJECTIVES: tuple[str, ...] = ("r_squared", "loss")
+TUNE_ROLES: tuple[str, ...] = ("local", "chief", "worker")
+TUNABLE: tuple[str, ...] = (
+    "learning_rate", "weight_decay", "dropout", "fused_dropout", "head_units", "width", "attention_keys", "batch_size",
+)
+
+
+@dataclasses.dataclass
+class TuneConfig(InputFiles):
+    """The resolved command line of ``tune_hyperparameters.py`` (its own flags; the training flags pass through)."""
+
+    output_dir: str = option(
+        f"{C.DEFAULT_RESULTS_DIR}/hyperparameter_search",
+        f"folder for Keras Tuner's project ({C.TUNE_PROJECT_DIR}/), {C.TUNE_BEST_FILE}, {C.TUNE_TRIALS_FILE} "
+        f"and {C.TUNE_COMMAND_FILE}; an earlier search there is continued (see --overwrite)",
+    )
+    train_rows: str | None = option(
+        None,
+        "the training rows the search may use: .npy of row indices (e.g. the training folds of an outer "
+        "cross-validation); default: all rows. Keep your test rows out: the search sees every row it is given",
+    )
+    val_split: float = option(
+        0.2,
+        "share of the training rows held out to score each trial (group-disjoint when --ids/--groups are given)",
+        type=open_fraction,
+    )
+    tuner: str = option(
+        "random",
+        "Keras Tuner's search algorithm: random search, Bayesian optimization (Gaussian process) or Hyperband",
+        choices=TUNERS,
+    )
+    max_trials: int = option(
+        20, "settings to try (random, bayesian; hyperband sizes its brackets from --epochs)", type=positive_int
+    )
+    executions_per_trial: int = option(
+        1, "models trained per setting from new initializations; the trial's score is their mean", type=positive_int
+    )
+    epochs: int = option(
+        30, "maximum epochs per model (early stopping after --patience epochs without improvement)", type=positive_int
+    )
+    objective: str = option(
+        "r_squared",
+        "validation metric a trial is scored by: r_squared (mean over the traits, maximized) or loss (MSE, minimized)",
+        choices=TUNE_OBJECTIVES,
+    )
+    search: str = option(
+        "all",
+        f"comma-separated settings to search, of: {', '.join(TUNABLE)} (attention_keys only with the pooled_query "
+        "fusion); the others keep the values of their training flags",
+    )
+    seed: int = option(42, "seed of the inner split, the search algorithm and the models")
+    overwrite: bool = option(
+        False, f"start a new search, deleting {C.TUNE_PROJECT_DIR}/ of an earlier one in --output_dir (not for workers)"
+    )
+    oracle: str | None = option(
+        None,
+        "distributed search (Keras Tuner's chief oracle over gRPC): HOST:PORT the chief listens on and the "
+        "workers connect to; with --role",
+    )
+    role: str = option(
+        "local",
+        "local: one process runs the whole search; chief: serves the oracle at --oracle (runs no trial) and writes "
+        "the results when the workers are done; worker: runs the trials the chief hands out",
+        choices=TUNE_ROLES,
+    )
+    worker_id: str | None = option(
+        None, "name of this worker in a distributed search, unique per worker (default: <host>-<process id>)"
+    )
+    verbose: int = option(
+        1, "console: 0 quiet, 1 Keras Tuner's summary per trial, 2 also one line per epoch", choices=(0, 1, 2)
+    )
+
+
 __all__ = [
     "InputFiles",
     "TrainConfig",
@@ -309,6 +386,7 @@ __all__ = [
     "VisualizeConfig",
     "PredictionConfig",
     "ExportConfig",
+    "TuneConfig",
     "SCHEDULES",
     "WANDB_MODES",
 ]
