@@ -63,6 +63,7 @@ def test_the_search_trains_on_fit_rows_and_scores_on_validation_rows_inside_the_
     real_dataset, real_build = utils.tuning.make_tf_dataset, models.cross_attention.build_model_for_data
 
     def spy_dataset(data, batches, *args, **kwargs):
+        assert isinstance(data.static, np.memmap) and isinstance(data.dynamic, np.memmap)  # read from disk, not copied
         fits.append((batches.shuffle, np.sort(batches.indices)))
         return real_dataset(data, batches, *args, **kwargs)
 
