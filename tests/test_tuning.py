@@ -120,6 +120,13 @@ def test_the_search_trains_on_fit_rows_and_scores_on_validation_rows_inside_the_
     assert np.array_equal(np.load(cfg.train_rows), trained[0]) and np.array_equal(np.load(cfg.val_rows), scored[0])
     assert (cfg.groups, cfg.model.width, cfg.model.num_heads, cfg.jit_compile) == (grouped_data["groups"], values["width"], 2, False)
 
+    # ... and running it reproduces the best trial: same rows, seed and settings, so the same validation R²
+    monkeypatch.undo()
+    assert train_personality_model.main([*tokens[2:], "--verbose", "0"]) == 0
+    history = json.loads((out / C.TUNE_BEST_RUN_DIR / C.HISTORY_JSON_FILE).read_text(encoding="utf-8"))
+    epoch = history["epoch"].index(best["best_step"] + 1)  # Keras Tuner's step is the 0-based epoch
+    assert history["val_r_squared"][epoch] == pytest.approx(best["score"], abs=1e-6)
+
 
 def test_the_loss_objective_and_a_narrow_search_space(tiny_data, tmp_path):
     out = tmp_path / "search"

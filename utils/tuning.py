@@ -283,9 +283,14 @@ class ToolkitHyperModel(kt.HyperModel):
     def __init__(self, plan: SearchPlan) -> None:
         super().__init__(name="personality_model")
         self.plan = plan
+        self.execution = 0  # models built in this trial so far (the tuner resets it when a trial begins)
 
     def build(self, hp: Any) -> Any:
         cfg = trial_config(self.plan, hp)
+        # Seeded as a training run is: the trial's first model is the one the printed training command
+        # trains (same initialization, dropout and data order); further executions use seed + 1, + 2, ...
+        set_determinism(cfg.seed + self.execution)
+        self.execution += 1
         fit = self.plan.fit_rows
         prep = Prepared(self.plan.data, fit, self.plan.val_rows, label_means(self.plan.data.labels, fit))
         return build_compiled_model(cfg, prep, len(EpochBatches(fit, cfg.batch_size, shuffle=True, seed=cfg.seed)))
@@ -332,6 +337,7 @@ class WorkerRecord:
 
     def on_trial_begin(self, trial: Any) -> None:
         self._trial_started = time.time()
+        self.hypermodel.execution = 0  # type: ignore[attr-defined]
         super().on_trial_begin(trial)  # type: ignore[misc]
 
     def on_trial_end(self, trial: Any) -> None:
