@@ -196,3 +196,20 @@ def test_a_chief_and_two_workers_on_loopback_share_one_search(tmp_path):
     best = json.loads((Path(result["output_dir"]) / C.TUNE_BEST_FILE).read_text(encoding="utf-8"))
     trial_id, score, values = reloaded_best(project)
     assert (best["trial_id"], best["score"], best["hyperparameters"]) == (trial_id, score, values)
+
+
+def test_a_distributed_search_refuses_in_one_line_when_keras_tuners_grpc_modules_do_not_load(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
+    from keras_tuner.src import protos
+
+    def broken():
+        raise ImportError("cannot import name 'runtime_version' from 'google.protobuf'")
+
+    monkeypatch.setattr(protos, "get_service_grpc", broken)
+    out = tmp_path / "search"
+    capsys.readouterr()
+    assert tune_hyperparameters.main(tune_args(tiny_data, out, "--role", "chief", "--oracle", "127.0.0.1:8000")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot load its gRPC modules with protobuf" in err[0] and "runtime_version" in err[0], err
+    assert not out.exists()
