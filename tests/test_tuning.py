@@ -213,3 +213,34 @@ def test_a_distributed_search_refuses_in_one_line_when_keras_tuners_grpc_modules
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot load its gRPC modules with protobuf" in err[0] and "runtime_version" in err[0], err
     assert not out.exists()
+
+
+def test_a_worker_whose_inner_split_differs_from_the_chiefs_refuses(tiny_data, tmp_path, capsys):
+    out = tmp_path / "search"
+    out.mkdir()
+    np.save(out / C.TUNE_FIT_ROWS_FILE, np.arange(10))  # what a chief with other data or flags would have written
+    capsys.readouterr()
+    argv = tune_args(tiny_data, out, "--role", "worker", "--oracle", "127.0.0.1:8000", "--worker_id", "w1")
+    assert tune_hyperparameters.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "inner split to be the chief's" in err[0] and C.TUNE_FIT_ROWS_FILE in err[0], err
+    assert [p.name for p in out.iterdir()] == [C.TUNE_FIT_ROWS_FILE]
+
+
+def test_the_parser_is_tune_config_plus_the_passed_through_training_flags():
+    import ast
+
+    from utils.cli import flag_fields
+    from utils.config import TuneConfig
+
+    actions = {a.dest: a for a in tune_hyperparameters.build_parser()._actions if a.dest != "help"}
+    own = {f.name: f for f in flag_fields(TuneConfig)}
+    passed = {f.name: f for f in flag_fields(TrainConfig) if f.name not in own and f.name not in tune_hyperparameters.NOT_PASSED}
+    assert set(actions) == set(own) | set(passed)
+    for name, f in {**passed, **own}.items():
+        assert (actions[name].default, actions[name].help) == (f.default, f.metadata["help"]), name
+    assert {"oracle", "role", "worker_id", "tuner", "max_trials", "objective", "search"} <= set(own)
+    tree = ast.parse(Path(tune_hyperparameters.__file__).read_text(encoding="utf-8"))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert not [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "add_argument"]
+    assert not [k for c in calls for k in c.keywords if k.arg == "default"]

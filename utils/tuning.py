@@ -55,7 +55,7 @@ from utils import constants as C
 from utils.cli import flag_fields, to_flat
 from utils.config import TUNABLE, TrainConfig, TuneConfig
 from utils.cv.folds import inner_split
-from utils.data import Dataset, EpochBatches, label_means, load_dataset, make_tf_dataset
+from utils.data import Dataset, EpochBatches, label_means, load_dataset, make_tf_dataset, open_npy
 from utils.devices import check_settings
 from utils.errors import InputError
 from utils.ids import resolve_groups
@@ -223,7 +223,21 @@ def prepare_search(tune: TuneConfig, training: Mapping[str, Any]) -> SearchPlan:
     train_rows = read_rows(tune.train_rows, len(data), "training rows") if tune.train_rows else np.arange(len(data))
     fit_rows, val_rows = inner_split(train_rows, groups, tune.val_split, tune.seed)
     check_writable(Path(tune.output_dir))
+    if tune.role == "worker":
+        check_chief_split(Path(tune.output_dir), fit_rows, val_rows)
     return SearchPlan(tune, base, data, groups, train_rows, fit_rows, val_rows, names, env)
+
+
+def check_chief_split(out: Path, fit_rows: np.ndarray, val_rows: np.ndarray) -> None:
+    """A worker's inner split must be the chief's (when the chief's row files are already in a shared folder)."""
+    for name, rows in ((C.TUNE_FIT_ROWS_FILE, fit_rows), (C.TUNE_VAL_ROWS_FILE, val_rows)):
+        path = out / name
+        if path.is_file() and not np.array_equal(open_npy(path, "the chief's inner split"), rows):
+            raise InputError(
+                "expected this worker's inner split to be the chief's, found other rows; give every process the same "
+                "data, --ids/--groups, --train_rows, --val_split and --seed",
+                str(path),
+            )
 
 
 # ---------------------------------------------------------------------------------------- the search space
