@@ -20,7 +20,8 @@ Distributed (Keras Tuner's chief oracle and workers; one chief, any number of wo
 
 Every flag of train_personality_model.py that is not searched passes through
 (its value is used in every trial). Exit codes: 0 done; 2 bad input or flag
-(one line on stderr, nothing written).
+(one line on stderr, nothing written); 3 no trial finished with a score, or
+Keras Tuner stopped after 3 failed trials in a row (trials.csv has the messages).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported (utils.console)
 
-from utils.cli import Parser, add_arguments, flag_fields, run_script, settings_parser  # noqa: E402
+from utils.cli import COMMON_EXIT_CODES, Parser, add_arguments, flag_fields, run_script, settings_parser  # noqa: E402
 from utils.config import TrainConfig, TuneConfig  # noqa: E402
+from utils.errors import EXIT_DIVERGED  # noqa: E402
 
 PROG = "tune_hyperparameters.py"
+EXIT_CODES = (*COMMON_EXIT_CODES[:2], EXIT_DIVERGED, *COMMON_EXIT_CODES[2:])
 EXAMPLE = "python scripts/tune_hyperparameters.py --output_dir results/hyperparameter_search --max_trials 20 --epochs 30"
 # Training flags the search sets itself (its own flags of the same name, the rows, the run's files and logs).
 NOT_PASSED = (
@@ -49,7 +52,7 @@ NOT_PASSED = (
 
 def build_parser() -> Parser:
     """The search's flags are TuneConfig's; the other training and model flags pass through to every trial."""
-    parser = settings_parser(PROG, __doc__.split("\n\n")[0], TuneConfig, example=EXAMPLE)
+    parser = settings_parser(PROG, __doc__.split("\n\n")[0], TuneConfig, example=EXAMPLE, exit_codes=EXIT_CODES)
     add_arguments(parser, TrainConfig, skip=(*NOT_PASSED, *(f.name for f in dataclasses.fields(TuneConfig))))
     return parser
 

@@ -22,6 +22,22 @@ from utils.config import TUNABLE, TrainConfig
 N, PEOPLE = 60, 12
 
 
+@pytest.fixture(autouse=True)
+def console_handler_of_this_test():
+    """utils.cli adds its console handler once, bound to the sys.stdout of that moment; pytest's capture replaces
+    sys.stdout per test, so a handler left by an earlier in-process main() would write to a closed stream."""
+    import logging
+
+    def drop() -> None:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "_toolkit_console", False)]:
+            root.removeHandler(handler)
+
+    drop()
+    yield
+    drop()
+
+
 @pytest.fixture
 def grouped_data(tmp_path: Path) -> dict[str, str]:
     """Tiny features, one person per 5 clips (rows shuffled), and training rows that leave two people out."""
@@ -244,3 +260,24 @@ def test_the_parser_is_tune_config_plus_the_passed_through_training_flags():
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     assert not [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "add_argument"]
     assert not [k for c in calls for k in c.keywords if k.arg == "default"]
+
+
+def test_three_failed_trials_in_a_row_stop_the_search_with_exit_3_and_one_line(tiny_data, tmp_path, capsys, monkeypatch):
+    import keras_tuner as kt
+
+    import utils.tuning
+
+    def diverge(self, hp, model, *args, **kwargs):
+        raise kt.errors.FailedTrialError("the loss became nan; try lower rates")
+
+    monkeypatch.setattr(utils.tuning.ToolkitHyperModel, "fit", diverge)
+    out = tmp_path / "search"
+    capsys.readouterr()
+    assert tune_hyperparameters.main(tune_args(tiny_data, out, "--max_trials", "5", "--search", "dropout")) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "consecutive failures" in err[0] and "the loss became nan" in err[0], err
+    import csv
+
+    rows = list(csv.DictReader((out / C.TUNE_TRIALS_FILE).open(encoding="utf-8")))
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"FAILED"}
+    assert all("the loss became nan" in r["message"] for r in rows)

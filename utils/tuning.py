@@ -57,7 +57,7 @@ from utils.config import TUNABLE, TrainConfig, TuneConfig
 from utils.cv.folds import inner_split
 from utils.data import Dataset, EpochBatches, label_means, load_dataset, make_tf_dataset, open_npy
 from utils.devices import check_settings
-from utils.errors import InputError
+from utils.errors import EXIT_DIVERGED, InputError, TrainingStopped
 from utils.ids import resolve_groups
 from utils.io import check_writable, save_npy, write_json, write_text
 from utils.splits import read_rows
@@ -417,15 +417,21 @@ def distributed_environment(env: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_retracing() -> Iterator[None]:
-    """TensorFlow's "triggered tf.function retracing" warnings: expected when every trial builds a new model."""
+def _quiet_search(verbose: int) -> Iterator[None]:
+    """Below ``--verbose 2``: no traceback per failed trial (Keras Tuner's ``config.DEBUG``; the message stays in
+    trial.json and trials.csv) and no TensorFlow retracing warnings (expected: every trial builds a new model)."""
+    from keras_tuner.src import config as kt_config
+
     tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)
+    level, debug = tf_logger.level, kt_config.DEBUG
+    if verbose < 2:
+        tf_logger.setLevel(logging.ERROR)
+        kt_config.DEBUG = False
     try:
         yield
     finally:
         tf_logger.setLevel(level)
+        kt_config.DEBUG = debug
 
 
 # ---------------------------------------------------------------------------------------- the search and its results
@@ -444,7 +450,7 @@ def run_search(plan: SearchPlan) -> SearchResult:
     """Run the search (or this process's part of a distributed one); the chief and a local search write the results."""
     tune = plan.tune
     writes = tune.role != "worker"
-    with distributed_environment(plan.env), _quiet_retracing():
+    with distributed_environment(plan.env), _quiet_search(tune.verbose):
         set_determinism(tune.seed)
         tuner = make_tuner(plan)
         if writes:
@@ -457,12 +463,29 @@ def run_search(plan: SearchPlan) -> SearchResult:
         if tune.role == "chief":
             serve_oracle(tuner, verbose=min(tune.verbose, 1))
         else:
-            tuner.search(verbose=min(tune.verbose, 1))
+            _search_or_stop(plan, tuner)
         tuner_id = tuner.tuner_id
     if not writes:
         return SearchResult(tune.role, tuner_id, getattr(tuner, "trials_run", []), None, None)
     best, command = write_results(plan, tuner.oracle)
     return SearchResult(tune.role, tuner_id, getattr(tuner, "trials_run", []), best, command)
+
+
+def _search_or_stop(plan: SearchPlan, tuner: Any) -> None:
+    """``tuner.search``; Keras Tuner's stop after too many failed trials in a row becomes exit 3 with one line."""
+    try:
+        tuner.search(verbose=min(plan.tune.verbose, 1))
+    except RuntimeError as exc:
+        if "consecutive failures" not in str(exc):
+            raise
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        where = ""
+        if plan.tune.role == "local":
+            write_text(plan.output_dir / C.TUNE_TRIALS_FILE, trials_table(tuner.oracle, plan.names, plan.output_dir / C.TUNE_PROJECT_DIR))
+            where = f"; the trials so far are in {plan.output_dir / C.TUNE_TRIALS_FILE}"
+        raise TrainingStopped(
+            f"Keras Tuner stopped the search: {lines[0]} (the last: {lines[-1]}){where}", EXIT_DIVERGED
+        ) from None
 
 
 def serve_oracle(tuner: Any, verbose: int, poll_s: float = 1.0) -> None:
@@ -568,7 +591,7 @@ def write_results(plan: SearchPlan, oracle: Any) -> tuple[dict[str, Any], str]:
     write_text(out / C.TUNE_TRIALS_FILE, trials_table(oracle, plan.names, project))
     best_trials = oracle.get_best_trials(1)
     if not best_trials:
-        raise InputError(f"expected at least one trial with a score, found none (see the messages in {out / C.TUNE_TRIALS_FILE})")
+        raise TrainingStopped(f"no trial finished with a score; see the messages in {out / C.TUNE_TRIALS_FILE}", EXIT_DIVERGED)
     best = best_trials[0]
     command = shlex.join(training_command(plan, best.hyperparameters.values))
     statuses = [t.status for t in oracle.trials.values()]
