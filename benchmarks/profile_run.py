@@ -52,7 +52,8 @@ def instrument() -> None:
     """Wrap the phases of run_training and every callback hook of the run."""
     from utils import data, run_logging, training
 
-    for name in ("prepare", "build_compiled_model", "_fit", "_finish_or_stop", "set_determinism", "write_split_record"):
+    for name in ("prepare", "build_compiled_model", "score_start", "_fit", "_finish_or_stop", "set_determinism",
+                 "write_split_record"):
         if hasattr(training, name):
             setattr(training, name, timed(f"phase:{name}", getattr(training, name)))
     training.make_tf_dataset = timed("phase:make_tf_dataset", data.make_tf_dataset)

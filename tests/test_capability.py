@@ -61,7 +61,7 @@ def test_suite_writes_one_row_per_set_size_seed_and_variant(quick_suite) -> None
     for r in rows:
         assert math.isfinite(r["r2"]["mean"]) and r["r2"]["mean"] < 1.0
         if r["variant"] in ("pooled_query", "concat"):
-            assert 1 <= r["best_epoch"] <= r["epochs"] <= 2
+            assert 0 <= r["best_epoch"] <= r["epochs"] <= 2  # 0: no epoch beat the model as built
 
 
 def test_ceiling_rows_are_the_bayes_predictor_on_the_held_out_clips(quick_suite) -> None:

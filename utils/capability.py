@@ -92,6 +92,9 @@ class FitSettings:
     max_epochs: int = 200
     val_fraction: float = 0.2
     jit_compile: bool = True
+    # epoch 0 is a candidate, as in the training script (utils.training.score_start): the model as built
+    # (the ridge start of the default) is kept when no epoch has a lower validation loss
+    keep_start: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,29 +167,40 @@ def fit_network(
         loss=keras.losses.MeanSquaredError(),
         jit_compile=fit.jit_compile,
     )
+    validation = ([arrays["static"][va], arrays["dynamic"][va]], data.labels[va])
+    start_loss, start_weights = math.inf, None
+    if fit.keep_start:
+        start_loss = float(model.evaluate(*validation, batch_size=fit.batch_size, verbose=0))
+        start_weights = model.get_weights()
     callbacks = [
-        keras.callbacks.EarlyStopping(patience=fit.patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            patience=fit.patience, restore_best_weights=True, baseline=start_loss if fit.keep_start else None
+        ),
         keras.callbacks.ReduceLROnPlateau(factor=fit.lr_factor, patience=fit.lr_patience, min_lr=fit.min_lr),
     ]
     start = time.perf_counter()
     history = model.fit(
         [arrays["static"][tr], arrays["dynamic"][tr]],
         data.labels[tr],
-        validation_data=([arrays["static"][va], arrays["dynamic"][va]], data.labels[va]),
+        validation_data=validation,
         batch_size=fit.batch_size,
         epochs=fit.max_epochs,
         callbacks=callbacks,
         verbose=0,
     )
     seconds = time.perf_counter() - start
-    predictions = model.predict([arrays["static"][test_rows], arrays["dynamic"][test_rows]], verbose=0)
     val_loss = history.history["val_loss"]
+    best_epoch = int(np.argmin(val_loss)) + 1
+    if start_weights is not None and not min(val_loss) < start_loss:
+        model.set_weights(start_weights)  # no epoch beat the model as built: keep it (best epoch 0)
+        best_epoch = 0
+    predictions = model.predict([arrays["static"][test_rows], arrays["dynamic"][test_rows]], verbose=0)
     train_predictions = model.predict([arrays["static"][tr], arrays["dynamic"][tr]], verbose=0)
     keras.backend.clear_session()
     return {
         "r2": _r2(data.labels[test_rows], predictions),
         "train_r2": _r2(data.labels[tr], train_predictions)["mean"],
-        "best_epoch": int(np.argmin(val_loss)) + 1,
+        "best_epoch": best_epoch,
         "epochs": len(val_loss),
         "seconds": round(seconds, 1),
     }
@@ -374,7 +388,8 @@ def suite_markdown(
         f"Test R² (mean of the five traits) on {plan.n_test} held-out clips per set and seed; "
         f"mean [95% t interval] over seeds {', '.join(map(str, plan.seeds))} (each seed draws its own data "
         "set and initialization); the differences are paired (same data, same seed). Networks: "
-        f"80/20 split of the N training clips for early stopping (patience {plan.fit.patience}), AdamW "
+        f"80/20 split of the N training clips for early stopping (patience {plan.fit.patience}"
+        f"{', the model as built a candidate as epoch 0' if plan.fit.keep_start else ''}), AdamW "
         f"lr {plan.fit.learning_rate:g}, weight decay {plan.fit.weight_decay:g}, batch {plan.fit.batch_size}, "
         f"plateau schedule; model settings: ModelConfig defaults{_overrides(plan)}. "
         "Ridge is fitted on all N training clips.",

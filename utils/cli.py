@@ -20,7 +20,9 @@ This module imports no TensorFlow and no NumPy (``--help`` stays fast).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -307,7 +309,24 @@ def run_script(
     if isinstance(args, int):
         return args
     configure_console_logging()
+    atexit.unregister(skip_final_collection)  # once, however often main() runs in one process
+    atexit.register(skip_final_collection)
     return run_guarded(lambda: run(args), parser.prog)
+
+
+def skip_final_collection() -> None:
+    """At interpreter exit: no last cyclic garbage collection over the TensorFlow and Keras objects.
+
+    Python's finalization collects every object still alive; after a training
+    run that is millions of them and took 1.7 to 2.4 s after the last output
+    was written (a 6-epoch run of the end-to-end benchmark, docs/performance.md).
+    Freezing them skips that walk; the operating system reclaims the memory,
+    open files are closed as always, and every other exit handler (TensorFlow's,
+    wandb's, logging's) still runs. Registered by :func:`run_script`, so it
+    runs first at exit (handlers run last-in, first-out).
+    """
+    gc.disable()
+    gc.freeze()
 
 
 @contextlib.contextmanager
