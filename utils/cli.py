@@ -290,11 +290,28 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         return int(exc.code or 0)
 
 
+class StdoutHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stdout`` is at the time of each record.
+
+    A plain ``StreamHandler(sys.stdout)`` keeps the stream it was created
+    with; when ``main()`` runs again in one process with ``sys.stdout``
+    replaced (pytest's capture), it would write to a closed stream.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property decides
+        pass
+
+
 def configure_console_logging(verbose: bool = True) -> None:
     """Console handler for the scripts' messages (library code only logs)."""
     root = logging.getLogger()
     if not any(getattr(h, "_toolkit_console", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._toolkit_console = True  # type: ignore[attr-defined]
         root.addHandler(handler)
