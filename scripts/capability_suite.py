@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no_jit", action="store_true", help="compile without XLA (faster for tiny test runs)"
     )
     parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="after early stopping picks the epoch count on the 80/20 split, train the network again on all N "
+        "training clips for that many epochs at the same learning rates (ridge is fitted on all N too)",
+    )
+    parser.add_argument(
         "--model",
         nargs="+",
         default=[],
@@ -155,6 +161,7 @@ def plan_from_args(args: argparse.Namespace) -> SuitePlan:
         patience=args.patience,
         max_epochs=args.max_epochs,
         jit_compile=not args.no_jit,
+        refit=args.refit,
     )
     try:
         return SuitePlan(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -164,3 +165,27 @@ def test_default_model_learns_a_low_noise_pooled_set(tmp_path: Path) -> None:
     assert main(argv) == 0
     rows = {r["variant"]: r["r2"]["mean"] for r in read_rows(out / "results.jsonl")}
     assert rows["pooled_query"] > 0.3
+
+
+def test_refit_with_epoch_0_chosen_is_ridge_on_all_training_clips() -> None:
+    """--refit: when no epoch beat the model as built, the network scored is the ridge start built from all N."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from models.linear_init import RIDGE_ALPHAS
+    from utils.capability import FitSettings, fit_network
+
+    data = generate(suite_spec("pooled", 600, 0))
+    train, test = np.arange(400), np.arange(400, 600)
+    # a learning rate that wrecks every epoch: epoch 0 is chosen
+    fit = FitSettings(learning_rate=5.0, max_epochs=2, patience=1, jit_compile=False, refit=True)
+    row = fit_network("pooled_query", data, train, test, 0, fit)
+    assert row["best_epoch"] == 0 and row["refit_rows"] == 400
+    pooled = np.hstack([np.asarray(data.static).mean(1), np.asarray(data.dynamic).mean(1)])
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True))
+    reference = r2_score(data.labels[test], ridge.fit(pooled[train], data.labels[train]).predict(pooled[test]))
+    assert row["r2"]["mean"] == pytest.approx(reference, abs=0.01)  # the sigmoid's curvature only
+    on_80 = fit_network("pooled_query", data, train, test, 0, dataclasses.replace(fit, refit=False))
+    assert on_80["best_epoch"] == 0 and row["r2"]["mean"] != on_80["r2"]["mean"]

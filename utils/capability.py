@@ -95,6 +95,10 @@ class FitSettings:
     # epoch 0 is a candidate, as in the training script (utils.training.score_start): the model as built
     # (the ridge start of the default) is kept when no epoch has a lower validation loss
     keep_start: bool = True
+    # after early stopping chose the epoch count on the 80/20 split, train again on all N training clips
+    # for that many epochs at the same learning rates (the model as built from all N when it was epoch 0),
+    # as scikit-learn's searches refit on all rows; ridge is fitted on all N too
+    refit: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +144,37 @@ def _r2(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     return {**{t: float(v) for t, v in zip(TRAITS, values)}, "mean": float(np.mean(values))}
 
 
+def _compiled_model(config: Any, arrays: dict[str, np.ndarray], labels: np.ndarray, rows: np.ndarray, fit: FitSettings) -> Any:
+    """The model as built from ``rows`` (statistics, prior, ridge start), compiled as the suite trains it."""
+    import keras
+
+    from models.cross_attention import build_model_for_data
+
+    model = build_model_for_data(config, arrays["static"], arrays["dynamic"], labels, rows)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=fit.learning_rate, weight_decay=fit.weight_decay),
+        loss=keras.losses.MeanSquaredError(),
+        jit_compile=fit.jit_compile,
+    )
+    return model
+
+
+def _refit_all_rows(
+    config: Any, arrays: dict[str, np.ndarray], labels: np.ndarray, rows: np.ndarray, fit: FitSettings,
+    epochs: int, rates: list[float], seed: int,
+) -> Any:
+    """The chosen network again, on all ``rows``: built from them, then ``epochs`` epochs at ``rates``."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = _compiled_model(config, arrays, labels, rows, fit)
+    if epochs:
+        schedule = keras.callbacks.LearningRateScheduler(lambda e, lr: rates[e] if e < len(rates) else lr)
+        model.fit([arrays["static"][rows], arrays["dynamic"][rows]], labels[rows], batch_size=fit.batch_size,
+                  epochs=epochs, callbacks=[schedule], verbose=0)
+    return model
+
+
 def fit_network(
     fusion: str,
     data: SyntheticData,
@@ -149,11 +184,13 @@ def fit_network(
     fit: FitSettings,
     model_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one fusion mode on ``train_rows`` (80/20 early-stopping split) and score it on ``test_rows``."""
+    """Train one fusion mode on ``train_rows`` (80/20 early-stopping split) and score it on ``test_rows``.
+
+    With ``fit.refit`` the network scored is :func:`_refit_all_rows` with the chosen epoch count.
+    """
     import keras
 
     from models.config import ModelConfig
-    from models.cross_attention import build_model_for_data
     from utils.data import split_indices
 
     keras.utils.set_random_seed(seed)
@@ -161,12 +198,7 @@ def fit_network(
     tr, va = train_rows[inner_train], train_rows[inner_val]
     arrays = {name: np.asarray(getattr(data, name), dtype="float32") for name in ("static", "dynamic")}
     config = ModelConfig(**{**(model_overrides or {}), "fusion": fusion})
-    model = build_model_for_data(config, arrays["static"], arrays["dynamic"], data.labels, tr)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=fit.learning_rate, weight_decay=fit.weight_decay),
-        loss=keras.losses.MeanSquaredError(),
-        jit_compile=fit.jit_compile,
-    )
+    model = _compiled_model(config, arrays, data.labels, tr, fit)
     validation = ([arrays["static"][va], arrays["dynamic"][va]], data.labels[va])
     start_loss, start_weights = math.inf, None
     if fit.keep_start:
@@ -188,12 +220,15 @@ def fit_network(
         callbacks=callbacks,
         verbose=0,
     )
-    seconds = time.perf_counter() - start
     val_loss = history.history["val_loss"]
     best_epoch = int(np.argmin(val_loss)) + 1
     if start_weights is not None and not min(val_loss) < start_loss:
         model.set_weights(start_weights)  # no epoch beat the model as built: keep it (best epoch 0)
         best_epoch = 0
+    if fit.refit:
+        rates = [float(r) for r in history.history.get("learning_rate", [fit.learning_rate] * len(val_loss))]
+        model = _refit_all_rows(config, arrays, data.labels, train_rows, fit, best_epoch, rates, seed)
+    seconds = time.perf_counter() - start
     predictions = model.predict([arrays["static"][test_rows], arrays["dynamic"][test_rows]], verbose=0)
     train_predictions = model.predict([arrays["static"][tr], arrays["dynamic"][tr]], verbose=0)
     keras.backend.clear_session()
@@ -203,6 +238,7 @@ def fit_network(
         "best_epoch": best_epoch,
         "epochs": len(val_loss),
         "seconds": round(seconds, 1),
+        **({"refit_rows": len(train_rows)} if fit.refit else {}),
     }
 
 
@@ -389,7 +425,8 @@ def suite_markdown(
         f"mean [95% t interval] over seeds {', '.join(map(str, plan.seeds))} (each seed draws its own data "
         "set and initialization); the differences are paired (same data, same seed). Networks: "
         f"80/20 split of the N training clips for early stopping (patience {plan.fit.patience}"
-        f"{', the model as built a candidate as epoch 0' if plan.fit.keep_start else ''}), AdamW "
+        f"{', the model as built a candidate as epoch 0' if plan.fit.keep_start else ''}"
+        f"{'; then trained again on all N clips for the chosen number of epochs at the same learning rates (refit)' if plan.fit.refit else ''}), AdamW "
         f"lr {plan.fit.learning_rate:g}, weight decay {plan.fit.weight_decay:g}, batch {plan.fit.batch_size}, "
         f"plateau schedule; model settings: ModelConfig defaults{_overrides(plan)}. "
         "Ridge is fitted on all N training clips.",
