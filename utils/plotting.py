@@ -265,8 +265,14 @@ def lr_cut_label(first_epochs: Sequence[float]) -> str:
 
 
 def _subtitle(curves: Curves) -> str:
-    first, last = curves.epoch[0], curves.epoch[-1]
-    text = f"{len(curves.epoch)} epoch(s), {first:g}–{last:g}" if len(curves.epoch) > 1 else f"epoch {first:g} only"
+    trained = curves.epoch[curves.epoch > 0]
+    if len(trained) == 0:
+        text = "epoch 0 only"
+    else:
+        first, last = trained[0], trained[-1]
+        text = f"{len(trained)} epoch(s), {first:g}–{last:g}" if len(trained) > 1 else f"epoch {first:g} only"
+    if len(trained) < len(curves.epoch):
+        text += "; epoch 0: the model as built"
     extra = [s for s in (curves.lr_note, *curves.notes) if s]
     return text + ("; " + "; ".join(extra) if extra else "")
 
