@@ -623,19 +623,25 @@ def plot_residuals(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path) -> 
     res = y - p
     shown = _subsample(len(y))
     bound = float(np.abs(res).max()) * 1.05 or 1.0
-    fig, axes = plt.subplots(1, C.NUM_TRAITS, figsize=(3.2 * C.NUM_TRAITS, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, C.NUM_TRAITS, figsize=(3.2 * C.NUM_TRAITS, 3.9), sharey=True)
     for j, (trait, ax) in enumerate(zip(C.TRAITS, axes)):
-        ax.scatter(p[shown, j], res[shown, j], s=10, alpha=0.5, color=TRAIT_COLORS[trait], edgecolor="none", label="samples")
-        ax.axhline(0.0, color="black", lw=1.0, ls="--", label="zero residual")
-        ax.axhline(res[:, j].mean(), color=TRAIT_COLORS[trait], lw=1.8, label=f"mean residual {res[:, j].mean():+.3f}")
+        ax.scatter(p[shown, j], res[shown, j], s=10, alpha=0.5, color=TRAIT_COLORS[trait], edgecolor="none")
+        ax.axhline(0.0, color="black", lw=1.0, ls="--")
+        ax.axhline(res[:, j].mean(), color=TRAIT_COLORS[trait], lw=1.8)
         ax.set_ylim(-bound, bound)
-        ax.set_title(trait_label(trait), fontsize=10)
+        # the value in the title, the line key once below the panels: no legend over the points
+        ax.set_title(f"{trait_label(trait)}\nmean residual {res[:, j].mean():+.3f}", fontsize=10)
         ax.set_xlabel("Predicted value")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
     axes[0].set_ylabel("Residual (true − predicted)")
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=4, alpha=0.6, color="grey", label="clips (trait colour)"),
+        Line2D([], [], color="black", lw=1.0, ls="--", label="zero residual"),
+        Line2D([], [], color="grey", lw=1.8, label="mean residual (trait colour)"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Residuals against predictions{_shown_note(len(y))}", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return save(fig, path)
 
 
