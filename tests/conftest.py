@@ -112,3 +112,24 @@ def run_script_expecting_input_error(script: Path, argv: list[str], out: Path) -
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists()
     return proc.stderr
+
+
+def wait_for_resume_state(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Until a training run's resume state says ``epoch`` finished (history and checkpoint are written before it)."""
+    import json
+    import time
+
+    from utils import constants as C
+
+    state = out / C.RESUME_DIR / C.RESUME_STATE_FILE
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early with code {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            if json.loads(state.read_text())["epoch"] >= epoch:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError("training did not reach the epoch in time")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, train_args, write_features
+from tests.conftest import REPO, train_args, wait_for_resume_state, write_features
 from utils import constants as C
 from utils import io as uio
 from utils.errors import EXIT_INPUT_CHANGED, EXIT_TERMINATED, EXIT_WRITE_FAILED
@@ -37,22 +37,6 @@ def _cmd(paths: dict, out: Path, *extra: str) -> list[str]:
 
 def _start(paths: dict, out: Path) -> subprocess.Popen:
     return subprocess.Popen(_cmd(paths, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240) -> None:
-    """Until the run's resume state says ``epoch`` finished (the history and checkpoint come before it)."""
-    state = out / C.RESUME_DIR / C.RESUME_STATE_FILE
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended early with code {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if json.loads(state.read_text())["epoch"] >= epoch:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.02)
-    raise AssertionError("training did not reach the epoch in time")
 
 
 def _error_lines(err: str) -> list[str]:
@@ -91,7 +75,7 @@ def test_file_size_limit_is_one_line_exit_4_and_resume_completes(data, tmp_path)
     """EFBIG: the file-size limit (ulimit -f) is lowered under a running job after its second epoch."""
     out = tmp_path / "run"
     proc = _start(data, out)
-    _wait_for_epoch(out, 2, proc)
+    wait_for_resume_state(out, 2, proc)
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (4096, hard))
     _, err = proc.communicate(timeout=240)
@@ -134,7 +118,7 @@ def test_disk_full_is_one_line_exit_4_and_resume_completes_after_freeing_space(d
     try:
         out = disk / "run"
         proc = _start(data, out)
-        _wait_for_epoch(out, 2, proc)
+        wait_for_resume_state(out, 2, proc)
         filler = _fill(disk)
         _, err = proc.communicate(timeout=240)
         lines = _error_lines(err)
@@ -152,7 +136,7 @@ def test_disk_full_is_one_line_exit_4_and_resume_completes_after_freeing_space(d
 def test_sigterm_exits_143_prints_the_resume_command_and_resume_completes(data, tmp_path):
     out = tmp_path / "run"
     proc = _start(data, out)
-    _wait_for_epoch(out, 1, proc)
+    wait_for_resume_state(out, 1, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
     lines = _error_lines(err)
@@ -167,7 +151,7 @@ def test_sigterm_exits_143_prints_the_resume_command_and_resume_completes(data, 
 def test_an_input_that_changes_stops_the_run_at_the_epoch_boundary(data, tmp_path):
     out = tmp_path / "run"
     proc = _start(data, out)
-    _wait_for_epoch(out, 1, proc)
+    wait_for_resume_state(out, 1, proc)
     static = Path(data["static_features"])
     st = static.stat()
     os.utime(static, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten in place: same size, newer
