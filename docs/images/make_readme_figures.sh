@@ -2,7 +2,7 @@
 # Regenerate the README figures (docs/images/) from the main job, run into a scratch folder.
 # Usage (from the repository root): bash docs/images/make_readme_figures.sh [scratch folder]
 set -euo pipefail
-RUN=${1:-/tmp/readme_run}
+RUN=${1:-results/readme_run}
 rm -rf "$RUN"
 PY=.venv/bin/python
 $PY scripts/train_personality_model.py --static_features data_sample/static_features.npy \
