@@ -69,7 +69,12 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(uninterrupted,
 def test_ctrl_c_stops_cleanly_says_how_to_resume_and_resume_finishes(uninterrupted, tmp_path):
     paths, full = uninterrupted
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(_cmd(paths, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: SIGINT at its default in the child, even where this test process was
+    # started in the background with SIGINT ignored (which a child inherits, and Python then keeps)
+    proc = subprocess.Popen(
+        _cmd(paths, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     # signal once epoch 1 is fully saved (the resume state is written last), so the five epochs left
     # (about 1 s on tiny data) outlast the 20 ms polling gap
     wait_for_resume_state(out, 1, proc)
