@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from utils.constants import TRAITS
+from utils.history import keeps_start
 from utils.synthetic import SyntheticData, SyntheticSpec, generate, noise_ceiling, ridge_baseline
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ def fit_network(
     )
     val_loss = history.history["val_loss"]
     best_epoch = int(np.argmin(val_loss)) + 1
-    if start_weights is not None and not min(val_loss) < start_loss:
+    if start_weights is not None and keeps_start(min(val_loss), start_loss):
         model.set_weights(start_weights)  # no epoch beat the model as built: keep it (best epoch 0)
         best_epoch = 0
     if fit.refit:

@@ -117,3 +117,12 @@ def load_start_validation(history_path: str | Path) -> dict[str, float] | None:
     if not isinstance(raw, dict) or not all(isinstance(v, (int, float)) for v in raw.values()):
         return None
     return {str(k): float(v) for k, v in raw.items()}
+
+
+def keeps_start(best_epoch_val_loss: float, start_val_loss: float) -> bool:
+    """Epoch 0 (the model as built) wins unless an epoch's validation loss is strictly lower.
+
+    The one rule of the training script (:func:`utils.training.summarize`,
+    :class:`utils.callbacks.BestModelCheckpoint`) and the capability suite.
+    """
+    return not best_epoch_val_loss < start_val_loss

@@ -40,7 +40,7 @@ from utils.errors import (
     TrainingStopped,
 )
 from utils.devices import ExecutionPlan, check_settings, execution_plan, use_xla
-from utils.history import History, load_start_validation
+from utils.history import History, keeps_start, load_start_validation
 from utils.ids import resolve_groups
 from utils.splits import input_record, make_split, split_summary, write_split_record
 from utils.io import InputWatch, OutputWriteError, check_writable, save_model, warn_if_little_space, write_errno, write_json
@@ -123,20 +123,25 @@ def make_callbacks(cfg: TrainConfig, history: History, run_log: list[Any] | None
         keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience, verbose=1),
     ]
     if cfg.schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss",
-                mode="min",
-                factor=cfg.lr_factor,
-                patience=cfg.lr_patience,
-                min_lr=cfg.min_lr,
-                verbose=0,  # the run log prints one line per cut (LearningRateChanges), not Keras' float noise
-            )
-        )
+        callbacks.append(plateau_callback(cfg))
     callbacks.append(
         cb.EpochTensorBoard(log_dir=str(out / C.TENSORBOARD_DIR), histogram_freq=cfg.histogram_freq, write_graph=False)
     )
     return callbacks
+
+
+def plateau_callback(cfg: TrainConfig) -> Any:
+    """The ``--schedule plateau`` learning-rate cut (cosine decay lives in the optimizer instead)."""
+    import keras
+
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss",
+        mode="min",
+        factor=cfg.lr_factor,
+        patience=cfg.lr_patience,
+        min_lr=cfg.min_lr,
+        verbose=0,  # the run log prints one line per cut (LearningRateChanges), not Keras' float noise
+    )
 
 
 def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
@@ -240,7 +245,7 @@ def summarize(history: History, start: dict[str, float] | None = None) -> tuple[
     """
     val_loss = np.asarray(history["val_loss"], dtype="float64")
     i = int(np.nanargmin(val_loss))
-    if start is not None and "val_loss" in start and not val_loss[i] < start["val_loss"]:
+    if start is not None and "val_loss" in start and keeps_start(float(val_loss[i]), start["val_loss"]):
         return 0, {k[4:]: v for k, v in start.items() if k.startswith("val_")}
     best = {k[4:]: history[k][i] for k in history if k.startswith("val_")}
     return int(history["epoch"][i]), best

@@ -61,7 +61,7 @@ from utils.errors import EXIT_DIVERGED, InputError, TrainingStopped
 from utils.ids import resolve_groups
 from utils.io import check_writable, save_npy, write_json, write_text
 from utils.splits import read_rows
-from utils.training import Prepared, build_compiled_model, epoch_from_step_counter, set_determinism
+from utils.training import Prepared, build_compiled_model, epoch_from_step_counter, plateau_callback, set_determinism
 
 logger = logging.getLogger(__name__)
 
@@ -338,11 +338,7 @@ def trial_callbacks(cfg: TrainConfig, objective: Any) -> list[Any]:
         keras.callbacks.TerminateOnNaN(),
     ]
     if cfg.schedule == "plateau":  # as utils.training.make_callbacks: cosine decay lives in the optimizer
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
-            )
-        )
+        callbacks.append(plateau_callback(cfg))
     return callbacks
 
 
