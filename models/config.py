@@ -45,6 +45,13 @@ class ModelConfig:
         "fused vector (0: none)",
         type=non_negative_int,
     )
+    pooled_width: int = option(
+        64,
+        "pooled_query fusion: width of the learned, layer-normalized projection of each pooled stream; "
+        "the hidden layer reads these and the attended vector, the raw pooled streams reach the output "
+        "through the linear path (0: the hidden layer reads the raw pooled streams)",
+        type=non_negative_int,
+    )
     ridge_warm_start: bool = option(
         True,
         "pooled_query with --head_skip: the output layer's linear path starts at ridge on the pooled "

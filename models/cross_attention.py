@@ -13,7 +13,10 @@ Two attention designs share the input stage and the head:
   whose keys are learned position codes (``attention_keys``) and whose values
   are projections of their content; the attended vector is concatenated with
   both pooled streams (a pooled skip path, so attention can only add to what
-  the pooled features give);
+  the pooled features give) and with a learned, layer-normalized projection
+  of each pooled stream (``pooled_width``); the hidden layer reads the
+  projections and the attended vector, the output layer's linear path the
+  raw pooled streams;
 * ``fusion="cross_attention"`` (:class:`FusionEncoder`, the seed's model,
   following MulT, Tsai et al. 2019, as ``shared/docs/domain.md`` describes
   it): both streams projected to a common ``width`` with position and
@@ -74,6 +77,24 @@ class SplitIntoTokens(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_tokens": self.num_tokens}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ColumnSlice(layers.Layer):
+    """``(batch, D)`` -> ``(batch, D - start)``: the columns from ``start`` on."""
+
+    def __init__(self, start: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start = int(start)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], int(input_shape[-1]) - self.start)
+
+    def call(self, x: Any) -> Any:
+        return x[:, self.start :]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "start": self.start}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -317,6 +338,16 @@ class PooledQueryFusion(layers.Layer):
     vector split into feature groups, so its pooled summary is the whole
     vector (the groups concatenated), not the mean of the groups.
 
+    ``pooled_width``: the fused vector ends with ``LayerNorm(W_s s)`` and
+    ``LayerNorm(W_d d)`` (``pooled_width`` each), and :func:`build_model`
+    feeds the hidden layer everything after the raw pooled streams
+    (:meth:`raw_dims` columns), while the output layer's linear path keeps
+    reading them (the ridge start). The hidden layer then sees the pooled
+    streams through a factorized first layer; with the raw streams as its
+    input it did not learn a low-rank static x dynamic product that the
+    ``concat`` ablation learns (``docs/accuracy.md``). Fused layout:
+    ``[s, d, attended, bilinear?, LN(W_s s)?, LN(W_d d)?]``.
+
     ``call(..., return_attention_scores=True)`` also returns
     ``{"static_to_dynamic": [(batch, heads, 1, dynamic_tokens)]}``, the shape
     the analysis and logging tools read from :class:`FusionEncoder`.
@@ -331,6 +362,7 @@ class PooledQueryFusion(layers.Layer):
         flatten_static: bool = False,
         flatten_dynamic: bool = False,
         bilinear_rank: int = 0,
+        pooled_width: int = 0,  # 0 for models saved before the option existed (they had no projections)
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -341,6 +373,7 @@ class PooledQueryFusion(layers.Layer):
             fusion="pooled_query",
             attention_keys=attention_keys,
             bilinear_rank=bilinear_rank,
+            pooled_width=pooled_width,
         )
         self.flatten_static = bool(flatten_static)
         self.flatten_dynamic = bool(flatten_dynamic)
@@ -360,8 +393,27 @@ class PooledQueryFusion(layers.Layer):
             if rank
             else None
         )
+        self.projections = (
+            {
+                stream: (
+                    layers.Dense(pooled_width, name=f"{stream}_projection"),
+                    layers.LayerNormalization(epsilon=1e-6, name=f"{stream}_projection_norm"),
+                )
+                for stream in ("static", "dynamic")
+            }
+            if pooled_width
+            else {}
+        )
 
     def build(self, static_shape: tuple, dynamic_shape: tuple) -> None:
+        for stream, shape, flatten in (
+            ("static", static_shape, self.flatten_static),
+            ("dynamic", dynamic_shape, self.flatten_dynamic),
+        ):
+            if stream in self.projections:
+                dense, norm = self.projections[stream]
+                dense.build((shape[0], self._summary_dim(shape, flatten)))
+                norm.build((shape[0], self.config.pooled_width))
         self.query.build((static_shape[0], self._summary_dim(static_shape, self.flatten_static)))
         if self.bilinear is not None:
             self.bilinear[0].build((static_shape[0], self._summary_dim(static_shape, self.flatten_static)))
@@ -381,7 +433,7 @@ class PooledQueryFusion(layers.Layer):
 
     @staticmethod
     def _summary_dim(shape: tuple, flatten: bool) -> int:
-        return int(shape[1]) * int(shape[2]) if flatten else int(shape[2])
+        return int(shape[-2]) * int(shape[-1]) if flatten else int(shape[-1])
 
     def _summary(self, tokens: Any, flatten: bool) -> Any:
         if flatten:
@@ -391,7 +443,16 @@ class PooledQueryFusion(layers.Layer):
     def compute_output_shape(self, static_shape: tuple, dynamic_shape: tuple) -> tuple:
         dims = self._summary_dim(static_shape, self.flatten_static)
         dims += self._summary_dim(dynamic_shape, self.flatten_dynamic)
-        return (static_shape[0], dims + self.config.width + self.config.bilinear_rank)
+        return (static_shape[0], dims + self.config.width + self.config.bilinear_rank + 2 * self.config.pooled_width)
+
+    def raw_dims(self, static_shape: tuple, dynamic_shape: tuple) -> int:
+        """Leading columns of the fused vector that hold the two pooled streams as they are.
+
+        Per-sample or batched shapes of the token inputs.
+        """
+        return self._summary_dim(static_shape, self.flatten_static) + self._summary_dim(
+            dynamic_shape, self.flatten_dynamic
+        )
 
     def _logits(self, query: Any, dynamic: Any) -> Any:
         """``(batch, heads, tokens)`` scores of the query against each segment's key."""
@@ -422,6 +483,11 @@ class PooledQueryFusion(layers.Layer):
         if self.bilinear is not None:
             # low-rank bilinear pooling: products of static and dynamic projections
             parts.append(self.bilinear[0](static_summary) * self.bilinear[1](dynamic_summary))
+        for stream, summary in (("static", static_summary), ("dynamic", dynamic_summary)):
+            if stream in self.projections:
+                # a learned low-dimensional view of the pooled stream for the hidden layer (see build_model)
+                dense, norm = self.projections[stream]
+                parts.append(norm(dense(summary)))
         fused = ops.concatenate(parts, axis=-1)
         if return_attention_scores:
             return fused, {"static_to_dynamic": [weights[:, :, None, :]]}
@@ -438,6 +504,7 @@ class PooledQueryFusion(layers.Layer):
             "flatten_static": self.flatten_static,
             "flatten_dynamic": self.flatten_dynamic,
             "bilinear_rank": cfg.bilinear_rank,
+            "pooled_width": cfg.pooled_width,
         }
 
 
@@ -452,6 +519,7 @@ def fusion_layer(config: ModelConfig, static_shape: tuple[int, ...], dynamic_sha
             flatten_static=len(static_shape) == 1,
             flatten_dynamic=len(dynamic_shape) == 1,
             bilinear_rank=config.bilinear_rank,
+            pooled_width=config.pooled_width,
             name="fusion",
         )
     return FusionEncoder(
@@ -504,10 +572,20 @@ def build_model(
         if len(shape) == 1:
             x = SplitIntoTokens(config.pooled_tokens, name=f"{stream}_tokens")(x)
         tokens[stream] = x
-    fused = fusion_layer(config, static_shape, dynamic_shape)(tokens["static"], tokens["dynamic"])
+    fusion = fusion_layer(config, static_shape, dynamic_shape)
+    fused = fusion(tokens["static"], tokens["dynamic"])
     if config.fused_dropout:
         fused = layers.Dropout(config.fused_dropout, name="fused_dropout")(fused)
-    x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(fused)
+    hidden_input = fused
+    if isinstance(fusion, PooledQueryFusion) and config.pooled_width:
+        # The hidden layer reads the learned projections of the pooled streams and the attended vector;
+        # the raw pooled streams reach the output through the linear path only (head_skip). The
+        # factorized first layer is what lets the hidden layer find a low-rank static x dynamic
+        # product among many input directions (docs/accuracy.md, "pooled projections").
+        hidden_input = ColumnSlice(
+            fusion.raw_dims(tokens["static"].shape, tokens["dynamic"].shape), name="head_input"
+        )(fused)
+    x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(hidden_input)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     if config.head_skip:
         # the output also reads the fused vector directly: a linear model is a special case

@@ -72,11 +72,11 @@ def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_ve
         f"{name}_stats": (x.reshape(-1, x.shape[-1]).mean(0), x.reshape(-1, x.shape[-1]).var(0))
         for name, x in (("static", s), ("dynamic", d))
     }
-    model = build_model(ModelConfig(fusion="pooled_query", **SMALL), s.shape[1:], d.shape[1:], **stats)
+    model = build_model(ModelConfig(fusion="pooled_query", pooled_width=6, **SMALL), s.shape[1:], d.shape[1:], **stats)
     fusion = model.get_layer("fusion")
     s_tok, d_tok = fusion_tokens_model(model)([s, d])
     fused = keras.ops.convert_to_numpy(fusion(s_tok, d_tok, training=False))
-    assert fused.shape == (7, 8 + 12 + 16)
+    assert fused.shape == (7, 8 + 12 + 16 + 2 * 6)
     # the pooled skip path: the plain means of the normalized tokens (numpy reference)
     np.testing.assert_allclose(fused[:, :8], _normalized(s).mean(1), atol=1e-4)
     np.testing.assert_allclose(fused[:, 8:20], _normalized(d).mean(1), atol=1e-4)
@@ -86,7 +86,32 @@ def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_ve
     values = _normalized(d) @ value.kernel.numpy() + value.bias.numpy()  # (n, T_d, width)
     values = values.reshape(7, 4, 2, 8)
     expected = np.einsum("nht,nthv->nhv", weights, values).reshape(7, 16)
-    np.testing.assert_allclose(fused[:, 20:], expected, atol=1e-4)
+    np.testing.assert_allclose(fused[:, 20:36], expected, atol=1e-4)
+    # the pooled projections: LayerNorm(W x + b) of each pooled stream (numpy reference, gamma 1, beta 0)
+    for (dense, _), pooled, columns in (
+        (fusion.projections["static"], _normalized(s).mean(1), slice(36, 42)),
+        (fusion.projections["dynamic"], _normalized(d).mean(1), slice(42, 48)),
+    ):
+        z = pooled @ dense.kernel.numpy() + dense.bias.numpy()
+        z = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + 1e-6)
+        np.testing.assert_allclose(fused[:, columns], z, atol=1e-4)
+    # the hidden layer reads everything but the raw pooled streams (the attended vector and the
+    # projections); the output layer reads the hidden units and the whole fused vector
+    assert model.get_layer("head_hidden").kernel.shape == (16 + 2 * 6, 8)
+    assert model.get_layer("traits").kernel.shape == (8 + fused.shape[1], 5)
+
+
+def test_models_saved_before_pooled_projections_rebuild_without_them():
+    from models.cross_attention import PooledQueryFusion
+
+    config = PooledQueryFusion(width=16, num_heads=2, dropout=0.0, pooled_width=6).get_config()
+    del config["pooled_width"]  # the configuration a model saved before the option holds
+    old = PooledQueryFusion.from_config(config)
+    s, d = _inputs(n=3)
+    assert old.config.pooled_width == 0 and not old.projections
+    assert keras.ops.convert_to_numpy(old(s, d)).shape == (3, 8 + 12 + 16)
+    model = build_model(ModelConfig(pooled_width=0, **SMALL), s.shape[1:], d.shape[1:])
+    assert model.get_layer("head_hidden").kernel.shape == (8 + 12 + 16, 8)  # reads the raw streams too
 
 
 @pytest.mark.parametrize(

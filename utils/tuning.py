@@ -53,7 +53,7 @@ import numpy as np
 from models.config import ModelConfig
 from utils import constants as C
 from utils.cli import flag_fields, to_flat
-from utils.config import TUNABLE, TrainConfig, TuneConfig
+from utils.config import POOLED_QUERY_ONLY, TUNABLE, TrainConfig, TuneConfig
 from utils.cv.folds import inner_split
 from utils.data import Dataset, EpochBatches, label_means, load_dataset, make_tf_dataset, open_npy
 from utils.devices import check_settings
@@ -93,6 +93,7 @@ SEARCH_SPACE: dict[str, Dimension] = {
     "head_units": Dimension("choice", (32, 64, 128), "hidden units of the dense head"),
     "width": Dimension("choice", (32, 64, 128), "token width of both streams (multiples of --num_heads)"),
     "attention_keys": Dimension("choice", C.ATTENTION_KEYS, "pooled_query keys: segment position, content or both"),
+    "pooled_width": Dimension("choice", (0, 32, 64, 128), "pooled_query: projections of the pooled streams the hidden layer reads"),
     "batch_size": Dimension("choice", (16, 32, 64), "samples per step: gradient noise against steps per epoch"),
 }
 _MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
@@ -129,12 +130,13 @@ def parse_search(text: str, model: ModelConfig) -> tuple[str, ...]:
     """The settings ``--search`` names (``all``: every one that applies to the fusion), checked."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
-        names = [n for n in TUNABLE if n != "attention_keys" or model.fusion == "pooled_query"]
+        names = [n for n in TUNABLE if n not in POOLED_QUERY_ONLY or model.fusion == "pooled_query"]
     unknown = sorted(set(names) - set(TUNABLE))
     if unknown or not names:
         raise InputError(f"expected --search to be 'all' or names from {', '.join(TUNABLE)}, found {text!r}")
-    if "attention_keys" in names and model.fusion != "pooled_query":
-        raise InputError(f"expected --fusion pooled_query to search attention_keys, found --fusion {model.fusion}")
+    for name in sorted(POOLED_QUERY_ONLY & set(names)):
+        if model.fusion != "pooled_query":
+            raise InputError(f"expected --fusion pooled_query to search {name}, found --fusion {model.fusion}")
     if "width" in names and not _width_choices(model):
         raise InputError(f"expected --num_heads to divide one of the widths {SEARCH_SPACE['width'].values}, found {model.num_heads}")
     return tuple(n for n in TUNABLE if n in names)
