@@ -16,7 +16,7 @@ Two attention designs share the input stage and the head:
   the pooled features give) and with a learned, layer-normalized projection
   of each pooled stream (``pooled_width``); the hidden layer reads the
   projections and the attended vector, the output layer's linear path the
-  raw pooled streams;
+  raw pooled streams and the attended vector;
 * ``fusion="cross_attention"`` (:class:`FusionEncoder`, the seed's model,
   following MulT, Tsai et al. 2019, as ``shared/docs/domain.md`` describes
   it): both streams projected to a common ``width`` with position and
@@ -81,20 +81,22 @@ class SplitIntoTokens(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ColumnSlice(layers.Layer):
-    """``(batch, D)`` -> ``(batch, D - start)``: the columns from ``start`` on."""
+    """``(batch, D)`` -> ``(batch, stop - start)``: columns ``start`` to ``stop`` (None: to the end)."""
 
-    def __init__(self, start: int, **kwargs: Any) -> None:
+    def __init__(self, start: int = 0, stop: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.start = int(start)
+        self.stop = None if stop is None else int(stop)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return (input_shape[0], int(input_shape[-1]) - self.start)
+        stop = int(input_shape[-1]) if self.stop is None else self.stop
+        return (input_shape[0], stop - self.start)
 
     def call(self, x: Any) -> Any:
-        return x[:, self.start :]
+        return x[:, self.start : self.stop]
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "start": self.start}
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -341,8 +343,9 @@ class PooledQueryFusion(layers.Layer):
     ``pooled_width``: the fused vector ends with ``LayerNorm(W_s s)`` and
     ``LayerNorm(W_d d)`` (``pooled_width`` each), and :func:`build_model`
     feeds the hidden layer everything after the raw pooled streams
-    (:meth:`raw_dims` columns), while the output layer's linear path keeps
-    reading them (the ridge start). The hidden layer then sees the pooled
+    (:meth:`raw_dims` columns) and the output layer's linear path everything
+    before the projections (the raw streams, with the ridge start, and the
+    attended vector). The hidden layer then sees the pooled
     streams through a factorized first layer; with the raw streams as its
     input it did not learn a low-rank static x dynamic product that the
     ``concat`` ablation learns (``docs/accuracy.md``). Fused layout:
@@ -576,20 +579,21 @@ def build_model(
     fused = fusion(tokens["static"], tokens["dynamic"])
     if config.fused_dropout:
         fused = layers.Dropout(config.fused_dropout, name="fused_dropout")(fused)
-    hidden_input = fused
+    hidden_input = linear_input = fused
     if isinstance(fusion, PooledQueryFusion) and config.pooled_width:
-        # The hidden layer reads the learned projections of the pooled streams and the attended vector;
-        # the raw pooled streams reach the output through the linear path only (head_skip). The
-        # factorized first layer is what lets the hidden layer find a low-rank static x dynamic
-        # product among many input directions (docs/accuracy.md, "pooled projections").
-        hidden_input = ColumnSlice(
-            fusion.raw_dims(tokens["static"].shape, tokens["dynamic"].shape), name="head_input"
-        )(fused)
+        # The hidden layer reads the attended vector and the learned projections of the pooled streams;
+        # the linear path reads the raw pooled streams and the attended vector. The factorized first
+        # layer is what lets the hidden layer find a low-rank static x dynamic product among many input
+        # directions (docs/accuracy.md, "pooled projections").
+        width = int(fused.shape[-1])
+        raw = fusion.raw_dims(tokens["static"].shape, tokens["dynamic"].shape)
+        hidden_input = ColumnSlice(raw, name="head_input")(fused)
+        linear_input = ColumnSlice(0, width - 2 * config.pooled_width, name="linear_input")(fused)
     x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(hidden_input)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     if config.head_skip:
         # the output also reads the fused vector directly: a linear model is a special case
-        x = layers.Concatenate(name="head_skip")([x, fused])
+        x = layers.Concatenate(name="head_skip")([x, linear_input])
     bias = "zeros"
     if output_prior is not None:
         p = np.clip(np.asarray(output_prior, dtype="float64"), 1e-3, 1 - 1e-3)
@@ -600,8 +604,8 @@ def build_model(
     if skip_kernel is not None and config.head_skip:
         rows = np.zeros((int(x.shape[-1]), NUM_TRAITS), dtype="float32")
         skip = np.asarray(skip_kernel, dtype="float32")
-        if skip.ndim != 2 or skip.shape[1] != NUM_TRAITS or skip.shape[0] > int(fused.shape[-1]):
-            raise ValueError(f"skip_kernel must be (at most {int(fused.shape[-1])}, {NUM_TRAITS}), got {skip.shape}")
+        if skip.ndim != 2 or skip.shape[1] != NUM_TRAITS or skip.shape[0] > int(linear_input.shape[-1]):
+            raise ValueError(f"skip_kernel must be (at most {int(linear_input.shape[-1])}, {NUM_TRAITS}), got {skip.shape}")
         rows[config.head_units : config.head_units + skip.shape[0]] = skip
         kernel = keras.initializers.Constant(rows)
     outputs = layers.Dense(

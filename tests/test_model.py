@@ -95,10 +95,10 @@ def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_ve
         z = pooled @ dense.kernel.numpy() + dense.bias.numpy()
         z = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + 1e-6)
         np.testing.assert_allclose(fused[:, columns], z, atol=1e-4)
-    # the hidden layer reads everything but the raw pooled streams (the attended vector and the
-    # projections); the output layer reads the hidden units and the whole fused vector
+    # the hidden layer reads the attended vector and the projections; the output layer reads the hidden
+    # units and, as its linear path, the raw pooled streams and the attended vector
     assert model.get_layer("head_hidden").kernel.shape == (16 + 2 * 6, 8)
-    assert model.get_layer("traits").kernel.shape == (8 + fused.shape[1], 5)
+    assert model.get_layer("traits").kernel.shape == (8 + 8 + 12 + 16, 5)
 
 
 def test_models_saved_before_pooled_projections_rebuild_without_them():
