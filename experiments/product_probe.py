@@ -16,6 +16,7 @@ Variants (what the hidden layer reads; the skip path always reads the default fu
 * ``proj_add``: that plus ``LN(P_s s)`` and ``LN(P_d d)`` (learned projections to ``width``);
 * ``proj_only``: ``[LN(P_s s), LN(P_d d), attended]`` (what became the default: ``pooled_width=64``);
 * ``proj_nonorm``: ``[P_s s, P_d d, attended]`` (no LayerNorm);
+* ``proj_noatt``: ``[LN(P_s s), LN(P_d d)]`` (the attended vector reaches the output through the linear path only);
 * ``concat_enc``: the ``concat`` ablation's fused vector (token projections with position
   embeddings, per-token LayerNorm, mean) plus ``attended``.
 """
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 LARGEST = 6000
-VARIANTS = ("default", "proj_add", "proj_only", "proj_nonorm", "concat_enc")
+VARIANTS = ("default", "proj_add", "proj_only", "proj_nonorm", "proj_noatt", "concat_enc")
 
 
 def rewired(model, variant: str, width: int = 64):
@@ -59,7 +60,7 @@ def rewired(model, variant: str, width: int = 64):
         if variant != "proj_nonorm":
             ps = layers.LayerNormalization(epsilon=1e-6)(ps)
             pd = layers.LayerNormalization(epsilon=1e-6)(pd)
-        parts = [fused, ps, pd] if variant == "proj_add" else [ps, pd, attended]
+        parts = {"proj_add": [fused, ps, pd], "proj_noatt": [ps, pd]}.get(variant, [ps, pd, attended])
         hidden_in = layers.Concatenate()(parts)
     old_hidden = model.get_layer("head_hidden")
     x = layers.Dense(old_hidden.units, activation="gelu", name="head_hidden")(hidden_in)

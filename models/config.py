@@ -47,10 +47,13 @@ class ModelConfig:
     )
     pooled_width: int = option(
         64,
-        "pooled_query fusion: width of the learned, layer-normalized projection of each pooled stream; "
+        "pooled_query fusion: width of the learned linear projection of each pooled stream; "
         "the hidden layer reads these and the attended vector, the raw pooled streams reach the output "
         "through the linear path (0: the hidden layer reads the raw pooled streams)",
         type=non_negative_int,
+    )
+    pooled_norm: bool = option(
+        False, "pooled_query fusion with --pooled_width: layer-normalize the projections of the pooled streams"
     )
     ridge_warm_start: bool = option(
         True,

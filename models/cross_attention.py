@@ -13,8 +13,8 @@ Two attention designs share the input stage and the head:
   whose keys are learned position codes (``attention_keys``) and whose values
   are projections of their content; the attended vector is concatenated with
   both pooled streams (a pooled skip path, so attention can only add to what
-  the pooled features give) and with a learned, layer-normalized projection
-  of each pooled stream (``pooled_width``); the hidden layer reads the
+  the pooled features give) and with a learned linear projection of each
+  pooled stream (``pooled_width``); the hidden layer reads the
   projections and the attended vector, the output layer's linear path the
   raw pooled streams and the attended vector;
 * ``fusion="cross_attention"`` (:class:`FusionEncoder`, the seed's model,
@@ -340,8 +340,9 @@ class PooledQueryFusion(layers.Layer):
     vector split into feature groups, so its pooled summary is the whole
     vector (the groups concatenated), not the mean of the groups.
 
-    ``pooled_width``: the fused vector ends with ``LayerNorm(W_s s)`` and
-    ``LayerNorm(W_d d)`` (``pooled_width`` each), and :func:`build_model`
+    ``pooled_width``: the fused vector ends with ``W_s s + b_s`` and
+    ``W_d d + b_d`` (``pooled_width`` each; layer-normalized with
+    ``pooled_norm``), and :func:`build_model`
     feeds the hidden layer everything after the raw pooled streams
     (:meth:`raw_dims` columns) and the output layer's linear path everything
     before the projections (the raw streams, with the ridge start, and the
@@ -349,7 +350,7 @@ class PooledQueryFusion(layers.Layer):
     streams through a factorized first layer; with the raw streams as its
     input it did not learn a low-rank static x dynamic product that the
     ``concat`` ablation learns (``docs/accuracy.md``). Fused layout:
-    ``[s, d, attended, bilinear?, LN(W_s s)?, LN(W_d d)?]``.
+    ``[s, d, attended, bilinear?, W_s s?, W_d d?]``.
 
     ``call(..., return_attention_scores=True)`` also returns
     ``{"static_to_dynamic": [(batch, heads, 1, dynamic_tokens)]}``, the shape
@@ -366,6 +367,7 @@ class PooledQueryFusion(layers.Layer):
         flatten_dynamic: bool = False,
         bilinear_rank: int = 0,
         pooled_width: int = 0,  # 0 for models saved before the option existed (they had no projections)
+        pooled_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -377,6 +379,7 @@ class PooledQueryFusion(layers.Layer):
             attention_keys=attention_keys,
             bilinear_rank=bilinear_rank,
             pooled_width=pooled_width,
+            pooled_norm=pooled_norm,
         )
         self.flatten_static = bool(flatten_static)
         self.flatten_dynamic = bool(flatten_dynamic)
@@ -400,7 +403,9 @@ class PooledQueryFusion(layers.Layer):
             {
                 stream: (
                     layers.Dense(pooled_width, name=f"{stream}_projection"),
-                    layers.LayerNormalization(epsilon=1e-6, name=f"{stream}_projection_norm"),
+                    layers.LayerNormalization(epsilon=1e-6, name=f"{stream}_projection_norm")
+                    if pooled_norm
+                    else layers.Identity(name=f"{stream}_projection_identity"),
                 )
                 for stream in ("static", "dynamic")
             }
@@ -508,6 +513,7 @@ class PooledQueryFusion(layers.Layer):
             "flatten_dynamic": self.flatten_dynamic,
             "bilinear_rank": cfg.bilinear_rank,
             "pooled_width": cfg.pooled_width,
+            "pooled_norm": cfg.pooled_norm,
         }
 
 
@@ -523,6 +529,7 @@ def fusion_layer(config: ModelConfig, static_shape: tuple[int, ...], dynamic_sha
             flatten_dynamic=len(dynamic_shape) == 1,
             bilinear_rank=config.bilinear_rank,
             pooled_width=config.pooled_width,
+            pooled_norm=config.pooled_norm,
             name="fusion",
         )
     return FusionEncoder(

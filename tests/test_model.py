@@ -66,13 +66,15 @@ def _normalized(x):
     return (x - x.reshape(-1, x.shape[-1]).mean(0)) / np.sqrt(x.reshape(-1, x.shape[-1]).var(0))
 
 
-def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_vector():
+@pytest.mark.parametrize("pooled_norm", [False, True])
+def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_vector(pooled_norm):
     s, d = _inputs(n=7)
     stats = {
         f"{name}_stats": (x.reshape(-1, x.shape[-1]).mean(0), x.reshape(-1, x.shape[-1]).var(0))
         for name, x in (("static", s), ("dynamic", d))
     }
-    model = build_model(ModelConfig(fusion="pooled_query", pooled_width=6, **SMALL), s.shape[1:], d.shape[1:], **stats)
+    config = ModelConfig(fusion="pooled_query", pooled_width=6, pooled_norm=pooled_norm, **SMALL)
+    model = build_model(config, s.shape[1:], d.shape[1:], **stats)
     fusion = model.get_layer("fusion")
     s_tok, d_tok = fusion_tokens_model(model)([s, d])
     fused = keras.ops.convert_to_numpy(fusion(s_tok, d_tok, training=False))
@@ -87,13 +89,14 @@ def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_ve
     values = values.reshape(7, 4, 2, 8)
     expected = np.einsum("nht,nthv->nhv", weights, values).reshape(7, 16)
     np.testing.assert_allclose(fused[:, 20:36], expected, atol=1e-4)
-    # the pooled projections: LayerNorm(W x + b) of each pooled stream (numpy reference, gamma 1, beta 0)
+    # the pooled projections: W x + b of each pooled stream, with pooled_norm LayerNorm'ed (gamma 1, beta 0)
     for (dense, _), pooled, columns in (
         (fusion.projections["static"], _normalized(s).mean(1), slice(36, 42)),
         (fusion.projections["dynamic"], _normalized(d).mean(1), slice(42, 48)),
     ):
         z = pooled @ dense.kernel.numpy() + dense.bias.numpy()
-        z = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + 1e-6)
+        if pooled_norm:
+            z = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + 1e-6)
         np.testing.assert_allclose(fused[:, columns], z, atol=1e-4)
     # the hidden layer reads the attended vector and the projections; the output layer reads the hidden
     # units and, as its linear path, the raw pooled streams and the attended vector
@@ -105,7 +108,7 @@ def test_models_saved_before_pooled_projections_rebuild_without_them():
     from models.cross_attention import PooledQueryFusion
 
     config = PooledQueryFusion(width=16, num_heads=2, dropout=0.0, pooled_width=6).get_config()
-    del config["pooled_width"]  # the configuration a model saved before the option holds
+    del config["pooled_width"], config["pooled_norm"]  # the configuration a model saved before the options holds
     old = PooledQueryFusion.from_config(config)
     s, d = _inputs(n=3)
     assert old.config.pooled_width == 0 and not old.projections
