@@ -10,7 +10,6 @@ with the test R² and the suite's ridge rows for the same (set, N, seed).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path

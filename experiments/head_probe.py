@@ -20,15 +20,11 @@ Variants:
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-LARGEST = 6000
 VARIANTS = ("default", "frozen_linear", "tokenwise")
 
 
@@ -72,30 +68,16 @@ def rewired(model, variant: str):
     return new
 
 
-def main(argv: list[str]) -> int:
-    variant, set_name, n, seeds = argv[0], argv[1], int(argv[2]), [int(s) for s in argv[3:]]
-    if variant not in VARIANTS:
-        raise SystemExit(f"variant must be one of {VARIANTS}")
-    import keras
-
-    import utils.capability as cap
+def build(config, arrays, labels, rows, variant):
     from models.cross_attention import build_model_for_data
-    from utils.synthetic import generate
 
-    def compiled(config, arrays, labels, rows, fit):
-        model = rewired(build_model_for_data(config, arrays["static"], arrays["dynamic"], labels, rows), variant)
-        model.compile(optimizer=keras.optimizers.AdamW(learning_rate=fit.learning_rate, weight_decay=fit.weight_decay),
-                      loss=keras.losses.MeanSquaredError(), jit_compile=fit.jit_compile)
-        return model
+    return rewired(build_model_for_data(config, arrays["static"], arrays["dynamic"], labels, rows), variant)
 
-    cap._compiled_model = compiled
-    for seed in seeds:
-        data = generate(cap.suite_spec(set_name, LARGEST + 2000, seed))
-        row = cap.fit_network("pooled_query", data, np.arange(n), np.arange(LARGEST, LARGEST + 2000), seed, cap.FitSettings())
-        print(json.dumps({"variant": variant, "set": set_name, "n": n, "seed": seed, "r2": round(row["r2"]["mean"], 4),
-                          "train_r2": round(row["train_r2"], 4), "best_epoch": row["best_epoch"], "epochs": row["epochs"],
-                          "seconds": row["seconds"]}), flush=True)
-    return 0
+
+def main(argv: list[str]) -> int:
+    from experiments.product_probe import run_probe
+
+    return run_probe(argv, VARIANTS, build)
 
 
 if __name__ == "__main__":

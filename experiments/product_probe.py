@@ -74,20 +74,21 @@ def rewired(model, variant: str, width: int = 64):
     return new
 
 
-def main(argv: list[str]) -> int:
+def run_probe(argv: list[str], variants: tuple[str, ...], build) -> int:
+    """``VARIANT SET N SEED [SEED ...]``: train ``build(config, arrays, labels, rows, variant)`` as the suite does.
+
+    Shared by the probe scripts in this folder; prints one JSON line per seed.
+    """
     variant, set_name, n, seeds = argv[0], argv[1], int(argv[2]), [int(s) for s in argv[3:]]
-    if variant not in VARIANTS:
-        raise SystemExit(f"variant must be one of {VARIANTS}")
+    if variant not in variants:
+        raise SystemExit(f"variant must be one of {variants}")
     import keras
 
     import utils.capability as cap
-    from models.cross_attention import build_model_for_data
     from utils.synthetic import generate
 
     def compiled(config, arrays, labels, rows, fit):
-        # the default model as it was before this probe (the hidden layer reads the raw pooled streams)
-        config = dataclasses.replace(config, pooled_width=0)
-        model = rewired(build_model_for_data(config, arrays["static"], arrays["dynamic"], labels, rows), variant)
+        model = build(config, arrays, labels, rows, variant)
         model.compile(optimizer=keras.optimizers.AdamW(learning_rate=fit.learning_rate, weight_decay=fit.weight_decay),
                       loss=keras.losses.MeanSquaredError(), jit_compile=fit.jit_compile)
         return model
@@ -100,6 +101,18 @@ def main(argv: list[str]) -> int:
                           "train_r2": round(row["train_r2"], 4), "best_epoch": row["best_epoch"], "epochs": row["epochs"],
                           "seconds": row["seconds"]}), flush=True)
     return 0
+
+
+def build(config, arrays, labels, rows, variant):
+    from models.cross_attention import build_model_for_data
+
+    # the default model as it was before this probe (the hidden layer reads the raw pooled streams)
+    config = dataclasses.replace(config, pooled_width=0)
+    return rewired(build_model_for_data(config, arrays["static"], arrays["dynamic"], labels, rows), variant)
+
+
+def main(argv: list[str]) -> int:
+    return run_probe(argv, VARIANTS, build)
 
 
 if __name__ == "__main__":
