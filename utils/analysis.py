@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from utils import constants as C
+from utils.bootstrap import bootstrap_report
+from utils.config import AnalysisConfig  # the settings (one source of the flags)
 from utils.data import (
     Dataset,
     EpochBatches,
@@ -38,8 +40,6 @@ from utils.data import (
     load_labels,
     sha256_file,
 )
-from utils.bootstrap import bootstrap_report
-from utils.config import AnalysisConfig  # the settings (one source of the flags)
 from utils.errors import InputError
 from utils.heldout import clips_sharing_training_groups, held_out_rows
 from utils.ids import resolve_groups

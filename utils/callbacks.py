@@ -37,8 +37,8 @@ from typing import Any
 
 import keras
 
-from utils.history import History, save_history
 from utils.errors import EXIT_INPUT_CHANGED, TrainingStopped
+from utils.history import History, save_history
 from utils.io import save_model
 
 # Metrics the console progress bar shows; every metric still reaches the history.

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
 import sys
 import threading
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -42,7 +42,6 @@ from utils.errors import (
     Terminated,
     TrainingStopped,
 )
-
 
 # What each exit code means, for the epilog of every script's --help.
 EXIT_CODE_MEANINGS: dict[int, str] = {

@@ -171,7 +171,7 @@ def prediction_info(
         "inputs": inputs,
         "batch_size": cfg.batch_size,
         "started_at": started,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "software": software_versions(),
     }
 
@@ -202,7 +202,7 @@ def run_prediction(cfg: PredictionConfig) -> PredictionResult:
     """Validate, predict in batches from the memory-mapped files, then write the three files."""
     from utils.ids import read_ids
 
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     # 1. Validate everything and compute; nothing is written in this phase.
     paths = check_prediction_paths(cfg)
     data = load_dataset(cfg.static_features, cfg.dynamic_features, None)
@@ -337,7 +337,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
             "traits": list(C.TRAITS),
             "max_abs_difference_to_keras": difference,
             "model": model_entry(cfg.model, model),
-            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "software": software_versions(),
         }
         (staged / "assets.extra").mkdir(exist_ok=True)

@@ -56,11 +56,11 @@ from utils.constants import (  # noqa: F401  (re-exported: the run-log file name
 from utils.io import write_json
 from utils.run_log import (  # noqa: F401  (re-exported for the plotting code and the tests)
     ATTENTION_KEY_PREFIX,
-    EPOCH_SECONDS_KEY,
-    SAMPLES_PER_SECOND_KEY,
     CAUSE_OTHER,
     CAUSE_PLATEAU,
     CAUSE_SCHEDULE,
+    EPOCH_SECONDS_KEY,
+    SAMPLES_PER_SECOND_KEY,
     RunLogWriter,
     finite_or_none,
     json_line,

@@ -29,6 +29,7 @@ import numpy as np
 from utils import constants as C
 from utils.config import SCHEDULES, TrainConfig
 from utils.data import Dataset, EpochBatches, label_means, load_dataset
+from utils.devices import ExecutionPlan, check_settings, execution_plan, use_xla
 from utils.errors import (
     EXIT_DIVERGED,
     EXIT_INPUT_CHANGED,
@@ -39,11 +40,18 @@ from utils.errors import (
     Terminated,
     TrainingStopped,
 )
-from utils.devices import ExecutionPlan, check_settings, execution_plan, use_xla
 from utils.history import History, keeps_start, load_start_validation
 from utils.ids import resolve_groups
+from utils.io import (
+    InputWatch,
+    OutputWriteError,
+    check_writable,
+    save_model,
+    warn_if_little_space,
+    write_errno,
+    write_json,
+)
 from utils.splits import input_record, make_split, split_summary, write_split_record
-from utils.io import InputWatch, OutputWriteError, check_writable, save_model, warn_if_little_space, write_errno, write_json
 
 logger = logging.getLogger(__name__)
 

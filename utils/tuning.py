@@ -61,7 +61,13 @@ from utils.errors import EXIT_DIVERGED, InputError, TrainingStopped
 from utils.ids import resolve_groups
 from utils.io import check_writable, save_npy, write_json, write_text
 from utils.splits import read_rows
-from utils.training import Prepared, build_compiled_model, epoch_from_step_counter, plateau_callback, set_determinism
+from utils.training import (
+    Prepared,
+    build_compiled_model,
+    epoch_from_step_counter,
+    plateau_callback,
+    set_determinism,
+)
 
 logger = logging.getLogger(__name__)
 
