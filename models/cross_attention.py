@@ -565,6 +565,37 @@ def build_model(
     the first columns of the fused vector, e.g. the ridge warm start of
     :func:`models.linear_init.pooled_ridge_kernel` for ``pooled_query``.
     """
+    inputs, tokens = _input_stage(config, static_shape, dynamic_shape, static_stats, dynamic_stats)
+    fusion = fusion_layer(config, static_shape, dynamic_shape)
+    fused = fusion(tokens["static"], tokens["dynamic"])
+    if config.fused_dropout:
+        fused = layers.Dropout(config.fused_dropout, name="fused_dropout")(fused)
+    hidden_input = linear_input = fused
+    if isinstance(fusion, PooledQueryFusion) and config.pooled_width:
+        # The hidden layer reads the attended vector and the learned projections of the pooled streams;
+        # the linear path reads the raw pooled streams and the attended vector. The factorized first
+        # layer is what lets the hidden layer find a low-rank static x dynamic product among many input
+        # directions (docs/accuracy.md, "pooled projections").
+        width = int(fused.shape[-1])
+        raw = fusion.raw_dims(tokens["static"].shape, tokens["dynamic"].shape)
+        hidden_input = ColumnSlice(raw, name="head_input")(fused)
+        linear_input = ColumnSlice(0, width - 2 * config.pooled_width, name="linear_input")(fused)
+    outputs = _head(config, hidden_input, linear_input, output_prior, skip_kernel)
+    return keras.Model(
+        inputs=[inputs["static"], inputs["dynamic"]],
+        outputs=outputs,
+        name=f"personality_{config.fusion}",
+    )
+
+
+def _input_stage(
+    config: ModelConfig,
+    static_shape: tuple[int, ...],
+    dynamic_shape: tuple[int, ...],
+    static_stats: tuple[np.ndarray, np.ndarray] | None,
+    dynamic_stats: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ``keras.Input``s and their frozen-normalized tokens (pooled vectors split into groups)."""
     inputs = {}
     tokens = {}
     for stream, shape, stats in (
@@ -582,20 +613,17 @@ def build_model(
         if len(shape) == 1:
             x = SplitIntoTokens(config.pooled_tokens, name=f"{stream}_tokens")(x)
         tokens[stream] = x
-    fusion = fusion_layer(config, static_shape, dynamic_shape)
-    fused = fusion(tokens["static"], tokens["dynamic"])
-    if config.fused_dropout:
-        fused = layers.Dropout(config.fused_dropout, name="fused_dropout")(fused)
-    hidden_input = linear_input = fused
-    if isinstance(fusion, PooledQueryFusion) and config.pooled_width:
-        # The hidden layer reads the attended vector and the learned projections of the pooled streams;
-        # the linear path reads the raw pooled streams and the attended vector. The factorized first
-        # layer is what lets the hidden layer find a low-rank static x dynamic product among many input
-        # directions (docs/accuracy.md, "pooled projections").
-        width = int(fused.shape[-1])
-        raw = fusion.raw_dims(tokens["static"].shape, tokens["dynamic"].shape)
-        hidden_input = ColumnSlice(raw, name="head_input")(fused)
-        linear_input = ColumnSlice(0, width - 2 * config.pooled_width, name="linear_input")(fused)
+    return inputs, tokens
+
+
+def _head(
+    config: ModelConfig,
+    hidden_input: Any,
+    linear_input: Any,
+    output_prior: np.ndarray | None,
+    skip_kernel: np.ndarray | None,
+) -> Any:
+    """The hidden GELU layer and the five sigmoid outputs, which with ``head_skip`` also read ``linear_input``."""
     x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(hidden_input)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     if config.head_skip:
@@ -615,15 +643,10 @@ def build_model(
             raise ValueError(f"skip_kernel must be (at most {int(linear_input.shape[-1])}, {NUM_TRAITS}), got {skip.shape}")
         rows[config.head_units : config.head_units + skip.shape[0]] = skip
         kernel = keras.initializers.Constant(rows)
-    outputs = layers.Dense(
+    return layers.Dense(
         NUM_TRAITS, activation="sigmoid", kernel_initializer=kernel, bias_initializer=bias, name="traits",
         dtype="float32",  # predictions, loss and metrics stay float32 under mixed precision (utils.devices)
     )(x)
-    return keras.Model(
-        inputs=[inputs["static"], inputs["dynamic"]],
-        outputs=outputs,
-        name=f"personality_{config.fusion}",
-    )
 
 
 def build_model_for_data(
