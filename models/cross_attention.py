@@ -627,7 +627,7 @@ def _head(
     x = layers.Dense(config.head_units, activation="gelu", name="head_hidden")(hidden_input)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     if config.head_skip:
-        # the output also reads the fused vector directly: a linear model is a special case
+        # the output also reads linear_input directly: a linear model is a special case
         x = layers.Concatenate(name="head_skip")([x, linear_input])
     bias = "zeros"
     if output_prior is not None:
