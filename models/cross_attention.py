@@ -449,8 +449,7 @@ class PooledQueryFusion(layers.Layer):
         return ops.mean(tokens, axis=1)
 
     def compute_output_shape(self, static_shape: tuple, dynamic_shape: tuple) -> tuple:
-        dims = self._summary_dim(static_shape, self.flatten_static)
-        dims += self._summary_dim(dynamic_shape, self.flatten_dynamic)
+        dims = self.raw_dims(static_shape, dynamic_shape)
         return (static_shape[0], dims + self.config.width + self.config.bilinear_rank + 2 * self.config.pooled_width)
 
     def raw_dims(self, static_shape: tuple, dynamic_shape: tuple) -> int:
