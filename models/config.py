@@ -40,9 +40,10 @@ class ModelConfig:
         True, "the output layer also reads the fused vector directly (a linear path beside the hidden layer)"
     )
     bilinear_rank: int = option(
-        0,
+        9,
         "pooled_query fusion: rank of a low-rank bilinear product of the pooled streams added to the "
-        "fused vector (0: none)",
+        "fused vector (0: none); with --moment_start its columns start at the pairwise products of the "
+        "leading static and dynamic directions of the residual's cross-moment",
         type=non_negative_int,
     )
     pooled_width: int = option(
@@ -59,6 +60,12 @@ class ModelConfig:
         True,
         "pooled_query with --head_skip: the output layer's linear path starts at ridge on the pooled "
         "training features (models.linear_init)",
+    )
+    moment_start: bool = option(
+        True,
+        "pooled_query with --ridge_warm_start: also start the first attention head and the bilinear product at "
+        "the leading directions of the ridge residual's cross-moments, where cross-fitting on the training "
+        "rows says they lower ridge's error (models.moment_init)",
     )
     attention_keys: str = option(
         "position",

@@ -659,15 +659,24 @@ def build_model_for_data(
     The arrays may be memory-mapped; they are read in chunks.
     """
     from models.linear_init import pooled_ridge_kernel
+    from models.moment_init import apply_moment_start, moment_start
     from utils.data import feature_statistics, label_means
 
     train_idx = np.asarray(train_idx)
     static_stats = feature_statistics(static, train_idx)
     dynamic_stats = feature_statistics(dynamic, train_idx)
-    skip_kernel = None
+    skip_kernel = start = None
     if config.fusion == "pooled_query" and config.head_skip and config.ridge_warm_start:
-        skip_kernel = pooled_ridge_kernel(static, dynamic, labels, train_idx, static_stats, dynamic_stats)
-    return build_model(
+        if config.moment_start:
+            start = moment_start(
+                static, dynamic, labels, train_idx, static_stats, dynamic_stats,
+                width=config.width, head_dim=config.width // config.num_heads, bilinear_rank=config.bilinear_rank,
+            )
+        skip_kernel = (
+            start.skip_kernel if start is not None
+            else pooled_ridge_kernel(static, dynamic, labels, train_idx, static_stats, dynamic_stats)
+        )
+    model = build_model(
         config,
         tuple(static.shape[1:]),
         tuple(dynamic.shape[1:]),
@@ -676,6 +685,9 @@ def build_model_for_data(
         output_prior=label_means(labels, train_idx),
         skip_kernel=skip_kernel,
     )
+    if start is not None:
+        apply_moment_start(model, start)
+    return model
 
 
 def fusion_tokens_model(model: keras.Model) -> keras.Model:

@@ -82,7 +82,9 @@ def pooled_ridge_kernel(
     return coef / (p * (1.0 - p))[None, :]
 
 
-def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ridge_loo(
+    x: np.ndarray, y: np.ndarray, alphas: np.ndarray, return_errors: bool = False
+) -> tuple[np.ndarray, ...]:
     """Ridge with an unpenalized intercept, one penalty per target chosen by leave-one-out error.
 
     What ``sklearn.linear_model.RidgeCV(alphas, alpha_per_target=True).fit(x, y)``
@@ -90,7 +92,8 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndar
     the centred ``x``, the leave-one-out residual of every clip is
     ``(y - y_hat) / (1 - h)`` with ``h`` the hat matrix diagonal (``1/n`` of it
     from the intercept); the first alpha with the lowest mean squared residual
-    wins. Returns the coefficients ``(features, targets)`` and the chosen alphas.
+    wins. Returns the coefficients ``(features, targets)`` and the chosen alphas
+    (and with ``return_errors`` each target's mean squared leave-one-out residual at its alpha).
     """
     x = np.asarray(x, dtype="float64")
     y = np.asarray(y, dtype="float64")
@@ -111,4 +114,6 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndar
         better = error < best
         best[better], chosen[better] = error[better], alpha
     factors = s[:, None] / (s2[:, None] + chosen[None, :])  # (rank, targets)
+    if return_errors:
+        return vt.T @ (factors * uty), chosen, best
     return vt.T @ (factors * uty), chosen

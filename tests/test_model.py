@@ -78,7 +78,9 @@ def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_ve
     fusion = model.get_layer("fusion")
     s_tok, d_tok = fusion_tokens_model(model)([s, d])
     fused = keras.ops.convert_to_numpy(fusion(s_tok, d_tok, training=False))
-    assert fused.shape == (7, 8 + 12 + 16 + 2 * 6)
+    rank = config.bilinear_rank
+    assert rank == 9  # the default
+    assert fused.shape == (7, 8 + 12 + 16 + rank + 2 * 6)
     # the pooled skip path: the plain means of the normalized tokens (numpy reference)
     np.testing.assert_allclose(fused[:, :8], _normalized(s).mean(1), atol=1e-4)
     np.testing.assert_allclose(fused[:, 8:20], _normalized(d).mean(1), atol=1e-4)
@@ -89,19 +91,24 @@ def test_pooled_query_fused_vector_holds_both_pooled_streams_and_the_attended_ve
     values = values.reshape(7, 4, 2, 8)
     expected = np.einsum("nht,nthv->nhv", weights, values).reshape(7, 16)
     np.testing.assert_allclose(fused[:, 20:36], expected, atol=1e-4)
+    # the low-rank bilinear product of the pooled streams
+    bilinear_s, bilinear_d = (layer.kernel.numpy() for layer in fusion.bilinear)
+    product = (_normalized(s).mean(1) @ bilinear_s) * (_normalized(d).mean(1) @ bilinear_d)
+    np.testing.assert_allclose(fused[:, 36 : 36 + rank], product, atol=1e-4)
+    projections = 36 + rank
     # the pooled projections: W x + b of each pooled stream, with pooled_norm LayerNorm'ed (gamma 1, beta 0)
     for (dense, _), pooled, columns in (
-        (fusion.projections["static"], _normalized(s).mean(1), slice(36, 42)),
-        (fusion.projections["dynamic"], _normalized(d).mean(1), slice(42, 48)),
+        (fusion.projections["static"], _normalized(s).mean(1), slice(projections, projections + 6)),
+        (fusion.projections["dynamic"], _normalized(d).mean(1), slice(projections + 6, projections + 12)),
     ):
         z = pooled @ dense.kernel.numpy() + dense.bias.numpy()
         if pooled_norm:
             z = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + 1e-6)
         np.testing.assert_allclose(fused[:, columns], z, atol=1e-4)
-    # the hidden layer reads the attended vector and the projections; the output layer reads the hidden
-    # units and, as its linear path, the raw pooled streams and the attended vector
-    assert model.get_layer("head_hidden").kernel.shape == (16 + 2 * 6, 8)
-    assert model.get_layer("traits").kernel.shape == (8 + 8 + 12 + 16, 5)
+    # the hidden layer reads the attended vector, the bilinear product and the projections; the output layer
+    # reads the hidden units and, as its linear path, the raw pooled streams, the attended vector and the product
+    assert model.get_layer("head_hidden").kernel.shape == (16 + rank + 2 * 6, 8)
+    assert model.get_layer("traits").kernel.shape == (8 + 8 + 12 + 16 + rank, 5)
 
 
 def test_models_saved_before_pooled_projections_rebuild_without_them():
@@ -113,7 +120,7 @@ def test_models_saved_before_pooled_projections_rebuild_without_them():
     s, d = _inputs(n=3)
     assert old.config.pooled_width == 0 and not old.projections
     assert keras.ops.convert_to_numpy(old(s, d)).shape == (3, 8 + 12 + 16)
-    model = build_model(ModelConfig(pooled_width=0, **SMALL), s.shape[1:], d.shape[1:])
+    model = build_model(ModelConfig(pooled_width=0, bilinear_rank=0, **SMALL), s.shape[1:], d.shape[1:])
     assert model.get_layer("head_hidden").kernel.shape == (8 + 12 + 16, 8)  # reads the raw streams too
 
 
