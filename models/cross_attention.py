@@ -671,6 +671,7 @@ def build_model_for_data(
             start = moment_start(
                 static, dynamic, labels, train_idx, static_stats, dynamic_stats,
                 width=config.width, head_dim=config.width // config.num_heads, bilinear_rank=config.bilinear_rank,
+                attention=config.attention_keys == "position",
             )
         skip_kernel = (
             start.skip_kernel if start is not None

@@ -149,7 +149,9 @@ class _Moments:
         return np.hstack([self.s, self.d])
 
 
-def _moments(static: Any, dynamic: Any, y: np.ndarray, idx: np.ndarray, static_stats: Any, dynamic_stats: Any) -> _Moments:
+def _moments(
+    static: Any, dynamic: Any, y: np.ndarray, idx: np.ndarray, static_stats: Any, dynamic_stats: Any, segments: bool
+) -> _Moments:
     s = pooled_features(static, idx, static_stats)
     d = pooled_features(dynamic, idx, dynamic_stats)
     pooled = np.hstack([s, d])
@@ -162,7 +164,7 @@ def _moments(static: Any, dynamic: Any, y: np.ndarray, idx: np.ndarray, static_s
                      for f in range(_FOLDS)])
     dev_sq = np.zeros(dd)
     segment = None
-    if s.shape[1] * tokens * dd * y.shape[1] <= _MAX_SEGMENT_MOMENT:
+    if segments and s.shape[1] * tokens * dd * y.shape[1] <= _MAX_SEGMENT_MOMENT:
         segment = np.zeros((_FOLDS, s.shape[1], tokens, dd, y.shape[1]))
         for part, x in _token_chunks(dynamic, idx, dynamic_stats):
             dev = x - x.mean(axis=1, keepdims=True)
@@ -238,16 +240,20 @@ def moment_start(
     width: int,
     head_dim: int,
     bilinear_rank: int,
+    attention: bool = True,
 ) -> MomentStart | None:
     """The cross-fitted moment start for ``(N, T, D)`` token inputs, or ``None`` (ridge start).
 
     ``width`` and ``bilinear_rank``: the attended vector's and the bilinear
     product's widths in the fused vector (their rows of the skip kernel).
+    ``attention``: whether the first head may be started (its keys must be
+    position codes alone, so that its logits are the start's).
     """
     if static.ndim != 3 or dynamic.ndim != 3 or len(train_idx) < 8 * _FOLDS:
         return None
     idx = np.asarray(train_idx)
-    m = _moments(static, dynamic, np.asarray(labels, dtype="float64")[idx], idx, static_stats, dynamic_stats)
+    y = np.asarray(labels, dtype="float64")[idx]
+    m = _moments(static, dynamic, y, idx, static_stats, dynamic_stats, segments=attention)
     bilinear = _bilinear_candidate(m, bilinear_rank) if bilinear_rank else None
     attention = _attention_candidates(m, dynamic, idx, dynamic_stats, head_dim) if m.segment is not None else {}
     # every combination: no block, the bilinear block, one attention candidate, both; lowest LOO error wins

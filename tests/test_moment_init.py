@@ -122,3 +122,13 @@ def test_the_built_model_computes_the_start_it_was_given(interaction):
     logit = np.log(prior / (1 - prior)) - start.offset + np.hstack(features) @ start.skip_kernel
     # only the first head's first five value columns and the written bilinear columns have output weights
     np.testing.assert_allclose(model.predict([s[test], d[test]], verbose=0), 1 / (1 + np.exp(-logit)), atol=2e-5)
+
+
+def test_content_keys_leave_the_attention_to_training():
+    """With content keys the first head's logits are not the start's alone: only the bilinear block may start."""
+    from models.cross_attention import build_model_for_data
+
+    s, d, labels = _data("cue_segment", 1200, interaction_fraction=0.6, static_fraction=0.2, dynamic_fraction=0.2)
+    config = ModelConfig(attention_keys="content", **SMALL_MODEL)
+    model = build_model_for_data(config, s, d, labels, np.arange(1000))  # builds (no position keys to write)
+    assert model.predict([s[1000:], d[1000:]], verbose=0).shape == (200, 5)

@@ -310,9 +310,9 @@ TUNE_OBJECTIVES: tuple[str, ...] = ("r_squared", "loss")
 TUNE_ROLES: tuple[str, ...] = ("local", "chief", "worker")
 TUNABLE: tuple[str, ...] = (
     "learning_rate", "weight_decay", "dropout", "fused_dropout", "head_units", "width", "attention_keys", "pooled_width",
-    "batch_size",
+    "bilinear_rank", "batch_size",
 )
-POOLED_QUERY_ONLY: frozenset[str] = frozenset({"attention_keys", "pooled_width"})  # settings of that fusion alone
+POOLED_QUERY_ONLY: frozenset[str] = frozenset({"attention_keys", "pooled_width", "bilinear_rank"})  # settings of that fusion alone
 
 
 @dataclasses.dataclass
@@ -355,8 +355,8 @@ class TuneConfig(InputFiles):
     )
     search: str = option(
         "all",
-        f"comma-separated settings to search, of: {', '.join(TUNABLE)} (attention_keys and pooled_width only "
-        "with the pooled_query fusion); the others keep the values of their training flags",
+        f"comma-separated settings to search, of: {', '.join(TUNABLE)} (attention_keys, pooled_width and "
+        "bilinear_rank only with the pooled_query fusion); the others keep the values of their training flags",
     )
     seed: int = option(42, "seed of the inner split, the search algorithm and the models")
     overwrite: bool = option(

@@ -100,6 +100,7 @@ SEARCH_SPACE: dict[str, Dimension] = {
     "width": Dimension("choice", (32, 64, 128), "token width of both streams (multiples of --num_heads)"),
     "attention_keys": Dimension("choice", C.ATTENTION_KEYS, "pooled_query keys: segment position, content or both"),
     "pooled_width": Dimension("choice", (0, 32, 64, 128), "pooled_query: projections of the pooled streams the hidden layer reads"),
+    "bilinear_rank": Dimension("choice", (0, 4, 9, 16), "pooled_query: products of the pooled streams (moment-started)"),
     "batch_size": Dimension("choice", (16, 32, 64), "samples per step: gradient noise against steps per epoch"),
 }
 _MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
