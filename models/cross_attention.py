@@ -29,8 +29,10 @@ Two attention designs share the input stage and the head:
   lie in [0, 1]); with ``head_skip`` the output layer also reads the fused
   vector directly, and :func:`build_model_for_data` can start that linear
   path at ridge on the pooled training features (``ridge_warm_start``,
-  :mod:`models.linear_init`). ``docs/accuracy.md`` has the measurements
-  behind these defaults.
+  :mod:`models.linear_init`) and, where cross-fitting finds cross-modal
+  structure in the ridge residual, the first attention head and the bilinear
+  product at its leading directions (``moment_start``, :mod:`models.moment_init`).
+  ``docs/accuracy.md`` has the measurements behind these defaults.
 
 All custom layers are registered serializable, so a saved ``.h5`` or
 ``.keras`` model loads with ``keras.models.load_model`` alone.
