@@ -44,7 +44,7 @@ from models.linear_init import RIDGE_ALPHAS, pooled_features, ridge_loo
 logger = logging.getLogger(__name__)
 
 _CHUNK_ROWS = 2048
-_MAX_SEGMENT_MOMENT = 32_000_000  # entries of E[s dev r] (D_s * T * D_d * 5); above it the attention keeps its init
+_MAX_SEGMENT_MOMENT = 4_000_000  # entries of E[s dev r] (D_s * T * D_d * 5) per fold; above it the attention keeps its init
 ATTENTION_RANKS = (4, 8)  # candidate ranks of the static-by-position map written into the first head
 LOGIT_SCALES = (0.5, 1.0, 2.0)  # candidate standard deviations of the first head's start logits
 _FOLDS = 5  # cross-fitting folds of the training rows

@@ -132,3 +132,16 @@ def test_content_keys_leave_the_attention_to_training():
     config = ModelConfig(attention_keys="content", **SMALL_MODEL)
     model = build_model_for_data(config, s, d, labels, np.arange(1000))  # builds (no position keys to write)
     assert model.predict([s[1000:], d[1000:]], verbose=0).shape == (200, 5)
+
+
+def test_a_segment_moment_over_the_memory_limit_is_skipped(monkeypatch):
+    import models.moment_init as moment_init
+    from utils.data import feature_statistics
+
+    s, d, labels = _data("cue_segment", 1200, interaction_fraction=0.6, static_fraction=0.2, dynamic_fraction=0.2)
+    train = np.arange(1200)
+    stats = feature_statistics(s, train), feature_statistics(d, train)
+    found = moment_init.moment_start(s, d, labels, train, *stats, width=16, head_dim=8, bilinear_rank=0)
+    assert found is not None and found.query is not None  # under the limit the cue is found
+    monkeypatch.setattr(moment_init, "_MAX_SEGMENT_MOMENT", 24 * 8 * 24 * 5 - 1)  # one entry too many
+    assert moment_init.moment_start(s, d, labels, train, *stats, width=16, head_dim=8, bilinear_rank=0) is None
