@@ -87,14 +87,21 @@ def _procrustes(directions: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return directions @ (u @ vt)
 
 
-def _segment_directions(moment: np.ndarray, s_std: np.ndarray, dev_std: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``A`` (D_s, T) cut to rank ``k`` and ``V`` (D_d, 5), both for unstandardized ``s`` and ``dev``."""
+def _segment_map(moment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leading singular pair of the ``(a, t) x (b, i)`` unfolding: ``A`` (D_s, T) and ``V`` (D_d, 5), standardized units."""
     ds, t, dd, traits = moment.shape
     u, sv, vt = np.linalg.svd(moment.reshape(ds * t, dd * traits), full_matrices=False)
-    a = u[:, 0].reshape(ds, t) * sv[0]
+    return u[:, 0].reshape(ds, t) * sv[0], vt[0].reshape(dd, traits)
+
+
+def _segment_directions(
+    pair: tuple[np.ndarray, np.ndarray], s_std: np.ndarray, dev_std: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``A`` cut to rank ``k`` and ``V``, both for unstandardized ``s`` and ``dev``."""
+    a, v = pair
     ua, sa, vta = np.linalg.svd(a, full_matrices=False)
     a = (ua[:, :k] * sa[:k]) @ vta[:k]
-    return a / s_std[:, None], vt[0].reshape(dd, traits) / dev_std[:, None]
+    return a / s_std[:, None], v / dev_std[:, None]
 
 
 def _pair_directions(moment: np.ndarray, s_std: np.ndarray, d_std: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,26 +215,31 @@ def _attention_candidates(
     """Out-of-fold first-head features ``(n, 5)`` and ``(A, V)`` from all rows, per (sign, logit scale, rank)."""
     s_std = np.maximum(m.s.std(axis=0), 1e-12)
     total = m.segment.sum(axis=0)
-    out = {}
+    maps = [_segment_map(total)] + [_segment_map(total - m.segment[f]) for f in range(_FOLDS)]
     tokens = m.segment.shape[2]
+    plans = {}  # (sign, scale, rank) -> (per-fold (A, V) with the logit scale, all-rows (A, V))
     for rank in sorted({min(r, head_dim, m.s.shape[1], tokens) for r in ATTENTION_RANKS}):
-        a_all, v_all = _segment_directions(total, s_std, m.dev_std, rank)
+        a_all, v_all = _segment_directions(maps[0], s_std, m.dev_std, rank)
         folds = []
         for f in range(_FOLDS):
-            a_f, v_f = _segment_directions(total - m.segment[f], s_std, m.dev_std, rank)
+            a_f, v_f = _segment_directions(maps[f + 1], s_std, m.dev_std, rank)
             sign = 1.0 if np.sum(a_f * a_all) >= 0 else -1.0
             folds.append((sign * a_f, sign * v_f))
         z_std = max(float((m.s @ a_all).std()), 1e-12)
         for sign in (1.0, -1.0):
             for scale in LOGIT_SCALES:
-                oof = np.zeros((len(m.s), m.y.shape[1]))
-                for part, x in _token_chunks(dynamic, idx, dynamic_stats):
-                    for f in range(_FOLDS):
-                        rows = m.fold[part] == f
-                        a_f, v_f = folds[f]
-                        oof[part][rows] = _attended(m.s[part][rows], x[rows], sign * a_f, v_f, scale / z_std)
-                out[(sign, scale, rank)] = (oof, (sign * a_all * scale / z_std, v_all))
-    return out
+                plans[(sign, scale, rank)] = (
+                    [(sign * a_f * scale / z_std, v_f) for a_f, v_f in folds],
+                    (sign * a_all * scale / z_std, v_all),
+                )
+    features = {key: np.zeros((len(m.s), m.y.shape[1])) for key in plans}
+    for part, x in _token_chunks(dynamic, idx, dynamic_stats):  # one pass over the tokens for every candidate
+        for f in range(_FOLDS):
+            rows = m.fold[part] == f
+            s_rows, x_rows = m.s[part][rows], x[rows]
+            for key, (folds, _) in plans.items():
+                features[key][part][rows] = _attended(s_rows, x_rows, *folds[f], 1.0)
+    return {key: (features[key], plans[key][1]) for key in plans}
 
 
 def moment_start(
