@@ -122,9 +122,9 @@ def _bilinear_kernels(u: np.ndarray, w: np.ndarray, pairs: list[tuple[int, int]]
     return u[:, [j for j, _ in pairs]], w[:, [m for _, m in pairs]]
 
 
-def _attended(s: np.ndarray, x: np.ndarray, a: np.ndarray, v: np.ndarray, logit_scale: float) -> np.ndarray:
+def _attended(s: np.ndarray, x: np.ndarray, a: np.ndarray, v: np.ndarray) -> np.ndarray:
     """The first head's attended value columns ``(n, 5)``: softmax over segments of ``s @ a``, times ``x @ v``."""
-    logits = logit_scale * (s @ a)
+    logits = s @ a
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
     return np.einsum("nt,ntb,bi->ni", weights, x, v)
@@ -238,7 +238,7 @@ def _attention_candidates(
             rows = m.fold[part] == f
             s_rows, x_rows = m.s[part][rows], x[rows]
             for key, (folds, _) in plans.items():
-                features[key][part][rows] = _attended(s_rows, x_rows, *folds[f], 1.0)
+                features[key][part][rows] = _attended(s_rows, x_rows, *folds[f])
     return {key: (features[key], plans[key][1]) for key in plans}
 
 
@@ -259,12 +259,14 @@ def moment_start(
     ``width`` and ``bilinear_rank``: the attended vector's and the bilinear
     product's widths in the fused vector (their rows of the skip kernel).
     ``attention``: whether the first head may be started (its keys must be
-    position codes alone, so that its logits are the start's).
+    position codes alone, so that its logits are the start's; it needs at
+    least five dimensions, one value column per trait).
     """
     if static.ndim != 3 or dynamic.ndim != 3 or len(train_idx) < 8 * _FOLDS:
         return None
     idx = np.asarray(train_idx)
     y = np.asarray(labels, dtype="float64")[idx]
+    attention = attention and head_dim >= y.shape[1]
     m = _moments(static, dynamic, y, idx, static_stats, dynamic_stats, segments=attention)
     bilinear = _bilinear_candidate(m, bilinear_rank) if bilinear_rank else None
     attention = _attention_candidates(m, dynamic, idx, dynamic_stats, head_dim) if m.segment is not None else {}

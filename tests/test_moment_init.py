@@ -134,7 +134,7 @@ def test_content_keys_leave_the_attention_to_training():
     assert model.predict([s[1000:], d[1000:]], verbose=0).shape == (200, 5)
 
 
-def test_a_segment_moment_over_the_memory_limit_is_skipped(monkeypatch):
+def test_the_head_is_not_started_over_the_memory_limit_or_when_narrower_than_five(monkeypatch):
     import models.moment_init as moment_init
     from utils.data import feature_statistics
 
@@ -145,3 +145,6 @@ def test_a_segment_moment_over_the_memory_limit_is_skipped(monkeypatch):
     assert found is not None and found.query is not None  # under the limit the cue is found
     monkeypatch.setattr(moment_init, "_MAX_SEGMENT_MOMENT", 24 * 8 * 24 * 5 - 1)  # one entry too many
     assert moment_init.moment_start(s, d, labels, train, *stats, width=16, head_dim=8, bilinear_rank=0) is None
+    # a head narrower than one value column per trait is not started either
+    monkeypatch.undo()
+    assert moment_init.moment_start(s, d, labels, train, *stats, width=16, head_dim=4, bilinear_rank=0) is None
