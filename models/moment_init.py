@@ -130,12 +130,12 @@ def _attended(s: np.ndarray, x: np.ndarray, a: np.ndarray, v: np.ndarray) -> np.
     return np.einsum("nt,ntb,bi->ni", weights, x, v)
 
 
-def _loo_error(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge (LOO penalty per trait) on standardized ``x``: mean LOO error, coefficients, centre, scale."""
+def _loo_error(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Ridge (LOO penalty per trait) on standardized ``x``: mean LOO error, coefficients for ``x - centre``, centre."""
     center, std = x.mean(axis=0), x.std(axis=0)
     std[std < 1e-12] = 1.0
     coef, _, errors = ridge_loo((x - center) / std, y, RIDGE_ALPHAS, return_errors=True)
-    return float(np.mean(errors)), coef / std[:, None], center, std
+    return float(np.mean(errors)), coef / std[:, None], center
 
 
 @dataclasses.dataclass
@@ -162,7 +162,7 @@ def _moments(
     s = pooled_features(static, idx, static_stats)
     d = pooled_features(dynamic, idx, dynamic_stats)
     pooled = np.hstack([s, d])
-    base_error, coef, center, _ = _loo_error(pooled, y)
+    base_error, coef, center = _loo_error(pooled, y)
     residual = y - y.mean(axis=0) - (pooled - center) @ coef
     residual /= np.maximum(residual.std(axis=0), 1e-12)
     fold = np.arange(len(idx)) % _FOLDS
@@ -269,12 +269,12 @@ def moment_start(
     attention = attention and head_dim >= y.shape[1]
     m = _moments(static, dynamic, y, idx, static_stats, dynamic_stats, segments=attention)
     bilinear = _bilinear_candidate(m, bilinear_rank) if bilinear_rank else None
-    attention = _attention_candidates(m, dynamic, idx, dynamic_stats, head_dim) if m.segment is not None else {}
+    heads = _attention_candidates(m, dynamic, idx, dynamic_stats, head_dim) if m.segment is not None else {}
     # every combination: no block, the bilinear block, one attention candidate, both; lowest LOO error wins
     best: tuple[float, Any, bool] = (m.base_error * (1.0 - 1e-4), None, False)
-    for key in [None, *attention]:
+    for key in [None, *heads]:
         for use_bilinear in (False, True) if bilinear is not None else (False,):
-            blocks = ([attention[key][0]] if key else []) + ([bilinear[0]] if use_bilinear else [])
+            blocks = ([heads[key][0]] if key else []) + ([bilinear[0]] if use_bilinear else [])
             if blocks:
                 error = _loo_error(np.hstack([m.pooled, *blocks]), m.y)[0]
                 if error < best[0]:
@@ -282,8 +282,8 @@ def moment_start(
     error, key, use_bilinear = best
     if key is None and not use_bilinear:
         return None
-    blocks = ([attention[key][0]] if key else []) + ([bilinear[0]] if use_bilinear else [])
-    _, coef, center, _ = _loo_error(np.hstack([m.pooled, *blocks]), m.y)
+    blocks = ([heads[key][0]] if key else []) + ([bilinear[0]] if use_bilinear else [])
+    _, coef, center = _loo_error(np.hstack([m.pooled, *blocks]), m.y)
     p = np.clip(m.y.mean(axis=0), 1e-3, 1 - 1e-3)
     coef = coef / (p * (1.0 - p))[None, :]
     raw = m.pooled.shape[1]
@@ -291,7 +291,7 @@ def moment_start(
     start.skip_kernel[:raw] = coef[:raw]
     used = raw
     if key is not None:
-        a, v = attention[key][1]
+        a, v = heads[key][1]
         ua, sa, vta = np.linalg.svd(a, full_matrices=False)
         root = np.sqrt(sa[: key[2]] * math.sqrt(head_dim))  # the layer divides its logits by sqrt(head_dim)
         start.query, start.position_key, start.value = ua[:, : key[2]] * root, vta[: key[2]].T * root, v
