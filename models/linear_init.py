@@ -29,6 +29,14 @@ RIDGE_ALPHAS = np.logspace(-3, 5, 17)  # the grid of utils.synthetic.ridge_basel
 _CHUNK_ROWS = 4096
 
 
+def read_rows(features: Any, indices: np.ndarray) -> np.ndarray:
+    """``features[indices]`` as float64, in the order of ``indices``, read in ascending order (memory maps)."""
+    order = np.argsort(indices)
+    rows = np.empty((len(indices),) + tuple(features.shape[1:]), dtype="float64")
+    rows[order] = np.asarray(features[indices[order]], dtype="float64")
+    return rows
+
+
 def pooled_features(
     features: Any, indices: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None
 ) -> np.ndarray:
@@ -43,9 +51,7 @@ def pooled_features(
     indices = np.asarray(indices)
     out = []
     for start in range(0, len(indices), _CHUNK_ROWS):
-        rows = np.asarray(features[np.sort(indices[start : start + _CHUNK_ROWS])], dtype="float64")
-        order = np.argsort(np.argsort(indices[start : start + _CHUNK_ROWS]))
-        rows = rows[order]
+        rows = read_rows(features, indices[start : start + _CHUNK_ROWS])
         pooled = rows.mean(axis=1) if rows.ndim == 3 else rows
         out.append((pooled - np.asarray(mean, dtype="float64")) / scale)
     return np.concatenate(out) if out else np.zeros((0, dim))

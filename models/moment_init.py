@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from models.linear_init import RIDGE_ALPHAS, pooled_features, ridge_loo
+from models.linear_init import RIDGE_ALPHAS, pooled_features, read_rows, ridge_loo
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,7 @@ class MomentStart:
 
 def _rows(features: Any, indices: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Normalized tokens ``(n, T, D)`` of ``indices`` (in their order)."""
-    order = np.argsort(indices)
-    rows = np.empty((len(indices),) + tuple(features.shape[1:]), dtype="float64")
-    rows[order] = np.asarray(features[indices[order]], dtype="float64")
-    return (rows - mean) / scale
+    return (read_rows(features, indices) - mean) / scale
 
 
 def _chunks(indices: np.ndarray) -> Any:
